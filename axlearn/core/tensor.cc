@@ -1,0 +1,134 @@
+#include "axlearn/core/tensor.h"
+
+#include <atomic>
+#include <cmath>
+#include <iomanip>
+#include <sstream>
+
+#include "axlearn/core/primitive.h"
+#include "axlearn/core/transforms.h"
+
+namespace axlearn {
+
+namespace {
+uint64_t next_id() {
+  static std::atomic<uint64_t> id{1};
+  return id.fetch_add(1, std::memory_order_relaxed);
+}
+}  // namespace
+
+Tensor::Tensor(Array data) : node_(std::make_shared<TensorNode>()) {
+  node_->shape = data.shape;
+  node_->dtype = data.dtype;
+  node_->device = data.storage ? data.storage->device : Device::cpu();
+  node_->data = std::move(data);
+  node_->id = next_id();
+}
+
+Tensor Tensor::make(std::shared_ptr<const Primitive> primitive, std::vector<Tensor> inputs) {
+  OutputSpec spec = primitive->infer(inputs);
+  Tensor t;
+  t.node_ = std::make_shared<TensorNode>();
+  TensorNode& n = *t.node_;
+  n.shape = std::move(spec.shape);
+  n.dtype = spec.dtype;
+  n.device = inputs.empty() ? Device::cpu() : inputs[0].device();
+  for (const Tensor& in : inputs) n.tracer = n.tracer || in.is_tracer();
+  n.primitive = std::move(primitive);
+  n.inputs = std::move(inputs);
+  n.id = next_id();
+  return t;
+}
+
+Tensor Tensor::placeholder(const Shape& shape, Dtype dtype, Device device) {
+  Tensor t;
+  t.node_ = std::make_shared<TensorNode>();
+  t.node_->shape = shape;
+  t.node_->dtype = dtype;
+  t.node_->device = device;
+  t.node_->tracer = true;
+  t.node_->id = next_id();
+  return t;
+}
+
+int64_t Tensor::shape(int axis) const {
+  return node().shape[normalize_axis(axis, ndim(), "Tensor::shape")];
+}
+
+const Array& Tensor::array() const {
+  if (!node().data.defined()) eval();
+  return node().data;
+}
+
+void Tensor::eval() const { axlearn::eval(std::vector<Tensor>{*this}); }
+
+namespace {
+
+void print_element(std::ostream& os, const Array& a, int64_t flat) {
+  double v = a.get_as_double(flat);
+  if (a.dtype == bool_) {
+    os << (v != 0 ? "True" : "False");
+  } else if (is_integer(a.dtype)) {
+    os << int64_t(v);
+  } else if (std::isnan(v)) {
+    os << "nan";
+  } else if (std::isinf(v)) {
+    os << (v > 0 ? "inf" : "-inf");
+  } else {
+    std::ostringstream s;
+    s << std::setprecision(a.dtype == float64 ? 8 : 6) << v;
+    std::string str = s.str();
+    if (str.find_first_of(".e") == std::string::npos) str += ".";
+    os << str;
+  }
+}
+
+void print_rec(std::ostream& os, const Array& a, int dim, int64_t base, int indent) {
+  const int nd = a.ndim();
+  const int64_t n = a.shape[dim];
+  int64_t inner = 1;
+  for (int i = dim + 1; i < nd; ++i) inner *= a.shape[i];
+  const bool elide = n > 8;  // numpy-like summarisation of long axes
+  os << "[";
+  for (int64_t i = 0; i < n; ++i) {
+    if (elide && i == 3) {
+      os << "...";
+      i = n - 4;
+      os << (dim == nd - 1 ? ", " : ",\n" + std::string(indent + 1, ' '));
+      continue;
+    }
+    if (dim == nd - 1) {
+      print_element(os, a, base + i);
+    } else {
+      print_rec(os, a, dim + 1, base + i * inner, indent + 1);
+    }
+    if (i + 1 < n) os << (dim == nd - 1 ? ", " : ",\n" + std::string(indent + 1, ' '));
+  }
+  os << "]";
+}
+
+}  // namespace
+
+std::ostream& operator<<(std::ostream& os, const Tensor& t) {
+  if (!t.defined()) return os << "Tensor(undefined)";
+  if (t.is_placeholder()) {
+    return os << "Tensor(shape=" << shape_str(t.shape()) << ", dtype=" << t.dtype() << ")";
+  }
+  const Array& a = t.array();
+  os << "array(";
+  if (a.ndim() == 0) {
+    print_element(os, a, 0);
+  } else if (a.size() == 0) {
+    os << "[], shape=" << shape_str(a.shape);
+  } else {
+    print_rec(os, a, 0, 0, 6);
+  }
+  return os << ", dtype=" << a.dtype << ")";
+}
+
+std::vector<Tensor> Primitive::vjp(const std::vector<Tensor>&, const Tensor&,
+                                   const Tensor&) const {
+  fail(name(), ": this operation is not differentiable");
+}
+
+}  // namespace axlearn

@@ -1,0 +1,107 @@
+// Tensor: an immutable value in a lazy graph. Creating one records a node (primitive + inputs)
+// with its shape and dtype inferred at once; `eval` materialises the data, and reading data
+// (`item`, `to_vector`, printing) evaluates implicitly. Evaluated tensors drop their graph.
+#pragma once
+
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <ostream>
+#include <vector>
+
+#include "axlearn/core/array.h"
+#include "axlearn/core/dtype.h"
+#include "axlearn/core/error.h"
+#include "axlearn/core/shape.h"
+
+namespace axlearn {
+
+class Primitive;
+class Tensor;
+
+struct TensorNode {
+  Shape shape;
+  Dtype dtype = float32;
+  Device device;
+  std::shared_ptr<const Primitive> primitive;  // null for leaves (constants, placeholders)
+  std::vector<Tensor> inputs;
+  Array data;           // defined once evaluated
+  bool tracer = false;  // part of a graph a transform is tracing: keeps its inputs after eval
+  uint64_t id = 0;
+};
+
+class Tensor {
+ public:
+  Tensor() = default;
+  // Wraps materialised data as a constant.
+  explicit Tensor(Array data);
+  // Records `primitive` applied to `inputs`; shape and dtype come from primitive->infer().
+  static Tensor make(std::shared_ptr<const Primitive> primitive, std::vector<Tensor> inputs);
+  // An abstract tensor with shape and dtype but no data (the inputs of a traced function).
+  static Tensor placeholder(const Shape& shape, Dtype dtype, Device device = Device::cpu());
+
+  bool defined() const { return node_ != nullptr; }
+  const Shape& shape() const { return node().shape; }
+  int64_t shape(int axis) const;
+  int ndim() const { return int(node().shape.size()); }
+  int64_t size() const { return num_elements(node().shape); }
+  Dtype dtype() const { return node().dtype; }
+  Device device() const { return node().device; }
+  size_t nbytes() const { return size_t(size()) * size_of(dtype()); }
+
+  bool is_evaluated() const { return node().data.defined(); }
+  bool is_placeholder() const { return !node().primitive && !node().data.defined(); }
+  bool is_tracer() const { return node().tracer; }
+  const Primitive* primitive() const { return node().primitive.get(); }
+  const std::shared_ptr<const Primitive>& primitive_ptr() const { return node().primitive; }
+  const std::vector<Tensor>& inputs() const { return node().inputs; }
+  uint64_t id() const { return node().id; }
+
+  // Evaluates (if needed) and returns the data.
+  const Array& array() const;
+  void eval() const;
+
+  // Reads a single-element tensor, converting to T.
+  template <typename T>
+  T item() const;
+  // Copies all elements out in row-major order, converting to T.
+  template <typename T>
+  std::vector<T> to_vector() const;
+
+  TensorNode& node() const {
+    if (!node_) throw Error("use of an undefined Tensor");
+    return *node_;
+  }
+  const std::shared_ptr<TensorNode>& node_ptr() const { return node_; }
+  bool same(const Tensor& other) const { return node_ == other.node_; }
+
+ private:
+  std::shared_ptr<TensorNode> node_;
+};
+
+// Prints like numpy: "array([[1, 2], [3, 4]], dtype=int32)".
+std::ostream& operator<<(std::ostream& os, const Tensor& t);
+
+template <typename T>
+T Tensor::item() const {
+  if (size() != 1) fail("item(): tensor of shape ", shape_str(shape()), " has ", size(), " elements, not 1");
+  const Array& a = array();
+  return dispatch_dtype(a.dtype, [&](auto v) -> T {
+    using S = decltype(v);
+    return cast_value<T>(a.data<S>()[0]);
+  });
+}
+
+template <typename T>
+std::vector<T> Tensor::to_vector() const {
+  Array a = contiguous(array());
+  std::vector<T> out(size_t(a.size()));
+  dispatch_dtype(a.dtype, [&](auto v) {
+    using S = decltype(v);
+    const S* p = a.data<S>();
+    for (size_t i = 0; i < out.size(); ++i) out[i] = cast_value<T>(p[i]);
+  });
+  return out;
+}
+
+}  // namespace axlearn
