@@ -2,6 +2,7 @@
 // round-to-nearest-even conversion, and jax.numpy's type-promotion lattice.
 #pragma once
 
+#include <bit>
 #include <cstdint>
 #include <cstring>
 #include <ostream>
@@ -49,16 +50,8 @@ inline Dtype compute_dtype(Dtype d) {
 
 // ---- 16-bit floats: storage only; arithmetic converts to float ----
 
-inline uint32_t f32_bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
-inline float f32_from_bits(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
+inline uint32_t f32_bits(float f) { return std::bit_cast<uint32_t>(f); }
+inline float f32_from_bits(uint32_t u) { return std::bit_cast<float>(u); }
 
 // Rounds to f32 toward zero and sets the last mantissa bit when inexact ("round to odd"), so a
 // second rounding to a narrower float gives the correctly rounded result.

@@ -328,7 +328,13 @@ void load_chunk(const Array& a, int64_t start, int64_t n, C* out) {
       return;
     }
     // Walk rows of the last axis with a multi-index.
-    std::vector<int64_t> idx(nd);
+    int64_t idx_small[16];
+    std::vector<int64_t> idx_heap;
+    int64_t* idx = idx_small;
+    if (nd > 16) {
+      idx_heap.resize(nd);
+      idx = idx_heap.data();
+    }
     int64_t rem = start;
     for (int i = nd - 1; i >= 0; --i) {
       idx[i] = rem % a.shape[i];

@@ -13,7 +13,7 @@ namespace axlearn::cpu {
 // Range reduction x = n ln2 + r, |r| <= ln2/2, then a degree-6 polynomial for e^r (Cephes
 // coefficients) and a two-step scale by 2^n so results down to the subnormal range are exact.
 inline float exp_impl(float x) {
-  float xc = std::fmin(std::fmax(x, -104.0f), 89.0f);
+  float xc = x < -104.0f ? -104.0f : (x > 89.0f ? 89.0f : x);
   float n = std::floor(xc * 1.44269504088896341f + 0.5f);
   float r = xc - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
@@ -74,7 +74,7 @@ inline float tanh_impl(float x) {
   p = p * z + 1.33314422036e-1f;
   p = p * z - 3.33332819422e-1f;
   float small = p * z * x + x;
-  float e = exp_impl(2.0f * std::fmin(a, 10.0f));
+  float e = exp_impl(2.0f * (a < 10.0f ? a : 10.0f));
   float big = 1.0f - 2.0f / (e + 1.0f);
   big = std::copysign(big, x);
   return a < 0.625f ? small : big;
