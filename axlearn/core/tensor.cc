@@ -1,5 +1,6 @@
 #include "axlearn/core/tensor.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <iomanip>
@@ -15,7 +16,42 @@ uint64_t next_id() {
   static std::atomic<uint64_t> id{1};
   return id.fetch_add(1, std::memory_order_relaxed);
 }
+// Trace 1 stands for placeholders: always active.
+constexpr uint64_t kPlaceholderTrace = 1;
+thread_local std::vector<uint64_t> active_traces;
+std::atomic<uint64_t> next_trace{2};
+
 }  // namespace
+
+namespace detail {
+uint64_t begin_trace() {
+  uint64_t t = next_trace.fetch_add(1, std::memory_order_relaxed);
+  active_traces.push_back(t);
+  return t;
+}
+void end_trace(uint64_t trace) {
+  for (auto it = active_traces.begin(); it != active_traces.end(); ++it) {
+    if (*it == trace) {
+      active_traces.erase(it);
+      return;
+    }
+  }
+}
+bool trace_active(uint64_t trace) {
+  if (trace == kPlaceholderTrace) return true;
+  for (uint64_t t : active_traces) {
+    if (t == trace) return true;
+  }
+  return false;
+}
+}  // namespace detail
+
+bool Tensor::is_tracer() const {
+  for (uint64_t t : node().traces) {
+    if (detail::trace_active(t)) return true;
+  }
+  return false;
+}
 
 Tensor::Tensor(Array data) : node_(std::make_shared<TensorNode>()) {
   node_->shape = data.shape;
@@ -33,7 +69,14 @@ Tensor Tensor::make(std::shared_ptr<const Primitive> primitive, std::vector<Tens
   n.shape = std::move(spec.shape);
   n.dtype = spec.dtype;
   n.device = inputs.empty() ? Device::cpu() : inputs[0].device();
-  for (const Tensor& in : inputs) n.tracer = n.tracer || in.is_tracer();
+  for (const Tensor& in : inputs) {
+    for (uint64_t tr : in.node().traces) {
+      if (detail::trace_active(tr) &&
+          std::find(n.traces.begin(), n.traces.end(), tr) == n.traces.end()) {
+        n.traces.push_back(tr);
+      }
+    }
+  }
   n.primitive = std::move(primitive);
   n.inputs = std::move(inputs);
   n.id = next_id();
@@ -46,7 +89,7 @@ Tensor Tensor::placeholder(const Shape& shape, Dtype dtype, Device device) {
   t.node_->shape = shape;
   t.node_->dtype = dtype;
   t.node_->device = device;
-  t.node_->tracer = true;
+  t.node_->traces.push_back(kPlaceholderTrace);
   t.node_->id = next_id();
   return t;
 }

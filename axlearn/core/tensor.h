@@ -25,10 +25,19 @@ struct TensorNode {
   Device device;
   std::shared_ptr<const Primitive> primitive;  // null for leaves (constants, placeholders)
   std::vector<Tensor> inputs;
-  Array data;           // defined once evaluated
-  bool tracer = false;  // part of a graph a transform is tracing: keeps its inputs after eval
+  Array data;  // defined once evaluated
+  // The transforms (vjp traces, compile traces) this node depends on. While one of them is
+  // active the node is a tracer: it keeps its inputs after eval so the transform can walk them.
+  std::vector<uint64_t> traces;
   uint64_t id = 0;
 };
+
+namespace detail {
+// Starts a trace (a vjp or compile in progress) and returns its id; end_trace retires it.
+uint64_t begin_trace();
+void end_trace(uint64_t trace);
+bool trace_active(uint64_t trace);
+}  // namespace detail
 
 class Tensor {
  public:
@@ -51,7 +60,7 @@ class Tensor {
 
   bool is_evaluated() const { return node().data.defined(); }
   bool is_placeholder() const { return !node().primitive && !node().data.defined(); }
-  bool is_tracer() const { return node().tracer; }
+  bool is_tracer() const;
   const Primitive* primitive() const { return node().primitive.get(); }
   const std::shared_ptr<const Primitive>& primitive_ptr() const { return node().primitive; }
   const std::vector<Tensor>& inputs() const { return node().inputs; }

@@ -70,7 +70,7 @@ void eval(const std::vector<Tensor>& tensors) {
       auto it = position.find(in.node_ptr().get());
       if (it != position.end() && --uses[in.node_ptr().get()] == 0) order[it->second] = Tensor();
     }
-    if (!n.tracer) {
+    if (!t.is_tracer()) {
       n.inputs.clear();
       n.inputs.shrink_to_fit();
       n.primitive.reset();
@@ -101,11 +101,22 @@ class Identity : public Primitive {
   }
 };
 
-Tensor make_tracer(const Tensor& primal) {
+Tensor make_tracer(const Tensor& primal, uint64_t trace) {
   Tensor t = Tensor::make(std::make_shared<Identity>(), {primal});
-  t.node().tracer = true;
+  t.node().traces.push_back(trace);
   return t;
 }
+
+// Keeps a trace active for the scope of one transform.
+class TraceScope {
+ public:
+  TraceScope() : id_(detail::begin_trace()) {}
+  ~TraceScope() { detail::end_trace(id_); }
+  uint64_t id() const { return id_; }
+
+ private:
+  uint64_t id_;
+};
 
 Tensor add_cotangent(const Tensor& acc, const Tensor& ct) {
   return acc.defined() ? add(acc, ct) : ct;
@@ -116,9 +127,10 @@ using CotangentFn = std::function<std::vector<Tensor>(const std::vector<Tensor>&
 
 VjpResult vjp_impl(const VectorFn& fn, const std::vector<Tensor>& primals,
                    const CotangentFn& make_cotangents) {
+  TraceScope scope;
   std::vector<Tensor> tracers;
   tracers.reserve(primals.size());
-  for (const Tensor& p : primals) tracers.push_back(make_tracer(p));
+  for (const Tensor& p : primals) tracers.push_back(make_tracer(p, scope.id()));
   VjpResult result;
   result.outputs = fn(tracers);
   std::vector<Tensor> cotangents = make_cotangents(result.outputs);
@@ -149,7 +161,7 @@ VjpResult vjp_impl(const VectorFn& fn, const std::vector<Tensor>& primals,
         const auto& ins = primal_set.count(tn) ? std::vector<Tensor>{} : t.inputs();
         if (next < ins.size()) {
           const Tensor& in = ins[next++];
-          if (in.is_tracer() && !depends.count(in.node_ptr().get())) {
+          if (!depends.count(in.node_ptr().get())) {
             depends[in.node_ptr().get()] = false;
             stack.emplace_back(in, 0);
           }
