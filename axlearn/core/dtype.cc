@@ -67,22 +67,19 @@ int bits(Dtype d) { return int(size_of(d) * 8); }
 
 Dtype promote_types(Dtype a, Dtype b) {
   if (a == b) return a;
-  int ka = kind(a), kb = kind(b);
-  if (ka > kb || (ka == kb && bits(a) < bits(b))) std::swap(a, b), std::swap(ka, kb);
-  // Now a has the "higher" kind (or same kind and at least as many bits).
-  if (kb == 0) return a;  // bool promotes to anything
-  if (ka == kb) {
-    if (ka == 3) {
-      // f16 and bf16 meet at f32; otherwise the wider float wins.
-      if (bits(a) == bits(b)) return float32;
-      return a;
-    }
-    return a;
+  if (a == bool_) return b;
+  if (b == bool_) return a;
+  const int ka = kind(a), kb = kind(b);
+  if (ka == 3 || kb == 3) {
+    if (ka != 3) return b;  // integer with float: the float (jax: int64 + bfloat16 -> bfloat16)
+    if (kb != 3) return a;
+    if (bits(a) == bits(b)) return float32;  // float16 with bfloat16
+    return bits(a) > bits(b) ? a : b;
   }
-  if (ka == 3) return a;  // integer with float: the float (jax: i64 + bf16 -> bf16)
-  // signed (a) with unsigned (b): a signed type wider than b, else i64.
-  if (bits(a) > bits(b)) return a;
-  return int64;
+  if (ka == kb) return bits(a) > bits(b) ? a : b;
+  // One signed, one unsigned: a signed type wider than the unsigned one, else int64.
+  Dtype s = ka == 2 ? a : b, u = ka == 2 ? b : a;
+  return bits(s) > bits(u) ? s : int64;
 }
 
 float f64_to_f32_round_to_odd(double v) {

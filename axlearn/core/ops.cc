@@ -162,7 +162,11 @@ Tensor add(const Tensor& a, const Tensor& b) { return promoted(BinaryOp::kAdd, a
 Tensor subtract(const Tensor& a, const Tensor& b) { return promoted(BinaryOp::kSub, a, b); }
 Tensor multiply(const Tensor& a, const Tensor& b) { return promoted(BinaryOp::kMul, a, b); }
 Tensor divide(const Tensor& a, const Tensor& b) { return float_promoted(BinaryOp::kDiv, a, b); }
-Tensor power(const Tensor& a, const Tensor& b) { return float_promoted(BinaryOp::kPow, a, b); }
+Tensor power(const Tensor& a, const Tensor& b) {
+  // Integer bases and exponents stay integral (exponentiation by squaring), as in jnp.power.
+  if (is_integer(a.dtype()) && is_integer(b.dtype())) return promoted(BinaryOp::kPow, a, b);
+  return float_promoted(BinaryOp::kPow, a, b);
+}
 Tensor maximum(const Tensor& a, const Tensor& b) { return promoted(BinaryOp::kMax, a, b); }
 Tensor minimum(const Tensor& a, const Tensor& b) { return promoted(BinaryOp::kMin, a, b); }
 Tensor arctan2(const Tensor& a, const Tensor& b) { return float_promoted(BinaryOp::kAtan2, a, b); }
@@ -251,8 +255,21 @@ Tensor isfinite(const Tensor& x) {
   if (!is_floating(x.dtype())) return full(x.shape(), 1, bool_);
   return unary(UnaryOp::kIsFinite, x);
 }
+namespace {
+// Composite activations of 16-bit floats compute in f32 and round once, as XLA's fusions do.
+template <typename Fn>
+Tensor in_f32(const Tensor& x, Fn&& fn) {
+  if (x.dtype() == bfloat16 || x.dtype() == float16) return astype(fn(astype(x, float32)), x.dtype());
+  return fn(x);
+}
+}  // namespace
+
 Tensor relu(const Tensor& x) { return maximum(x, zeros({}, x.dtype())); }
-Tensor gelu(const Tensor& x, bool approximate) {
+Tensor gelu(const Tensor& x_in, bool approximate) {
+  if (x_in.dtype() == bfloat16 || x_in.dtype() == float16) {
+    return in_f32(x_in, [&](const Tensor& x) { return gelu(x, approximate); });
+  }
+  const Tensor& x = x_in;
   if (approximate) {
     // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
     Tensor inner = (x + x * x * x * 0.044715) * std::sqrt(2.0 / M_PI);
@@ -260,10 +277,12 @@ Tensor gelu(const Tensor& x, bool approximate) {
   }
   return x * 0.5 * (erf(x * M_SQRT1_2) + 1.0);
 }
-Tensor silu(const Tensor& x) { return x * sigmoid(x); }
+Tensor silu(const Tensor& x) {
+  return in_f32(x, [](const Tensor& v) { return v * sigmoid(v); });
+}
 Tensor softplus(const Tensor& x) {
   // log(1 + e^x) = max(x, 0) + log1p(e^-|x|), stable for large |x|.
-  return relu(x) + log1p(exp(negative(abs(x))));
+  return in_f32(x, [](const Tensor& v) { return relu(v) + log1p(exp(negative(abs(v)))); });
 }
 
 Tensor weak_scalar(double value, const Tensor& like) {
@@ -306,10 +325,13 @@ Tensor reshape(const Tensor& x, Shape shape) {
   int64_t known = 1;
   for (size_t i = 0; i < shape.size(); ++i) {
     if (shape[i] == -1) {
-      if (infer >= 0) fail("reshape: only one dimension may be -1, got ", shape_str(shape));
+      if (infer >= 0) {
+        fail("reshape: cannot reshape ", shape_str(x.shape()), " to ", shape_str(shape),
+             ": only one dimension may be -1");
+      }
       infer = int(i);
     } else if (shape[i] < 0) {
-      fail("reshape: invalid target shape ", shape_str(shape));
+      fail("reshape: cannot reshape ", shape_str(x.shape()), " to invalid shape ", shape_str(shape));
     } else {
       known *= shape[i];
     }
@@ -328,10 +350,22 @@ Tensor transpose(const Tensor& x, std::vector<int> perm) {
   if (perm.empty()) {
     for (int i = x.ndim() - 1; i >= 0; --i) perm.push_back(i);
   } else {
-    if (int(perm.size()) != x.ndim()) {
-      fail("transpose: permutation of length ", perm.size(), " for shape ", shape_str(x.shape()));
+    std::vector<bool> seen(x.ndim(), false);
+    bool ok = int(perm.size()) == x.ndim();
+    for (int& p : perm) {
+      if (!ok) break;
+      ok = p >= -x.ndim() && p < x.ndim();
+      if (ok) {
+        p = p < 0 ? p + x.ndim() : p;
+        ok = !seen[p];
+        seen[p] = true;
+      }
     }
-    perm = normalize_axes(perm, x.ndim(), "transpose");
+    if (!ok) {
+      std::string ps;
+      for (size_t i = 0; i < perm.size(); ++i) ps += (i ? ", " : "") + std::to_string(perm[i]);
+      fail("transpose: [", ps, "] is not a permutation of the axes of ", shape_str(x.shape()));
+    }
   }
   bool identity = true;
   for (size_t i = 0; i < perm.size(); ++i) identity = identity && perm[i] == int(i);
@@ -664,7 +698,13 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
     fail("matmul: inner dimensions differ: ", shape_str(a.shape()), " @ ", shape_str(b.shape()));
   }
   Shape xb(x.shape().begin(), x.shape().end() - 2), yb(y.shape().begin(), y.shape().end() - 2);
-  Shape batch = broadcast_shapes(xb, yb, "matmul");
+  Shape batch;
+  try {
+    batch = broadcast_shapes(xb, yb, "matmul");
+  } catch (const Error&) {
+    fail("matmul: batch dimensions of ", shape_str(a.shape()), " and ", shape_str(b.shape()),
+         " cannot be broadcast together");
+  }
   Tensor r;
   if (yb.empty()) {
     // (..., m, k) @ (k, n): contract directly, no batch dims needed.
@@ -732,6 +772,51 @@ Tensor sum_private(const Tensor& x, std::string& labels, const std::string& keep
   return axes.empty() ? x : sum(x, axes);
 }
 
+// Contracts a (labels la) with b (labels lb): shared labels kept in `keep` become batch dims,
+// the other shared labels are summed. Returns the result and sets la to its labels.
+Tensor einsum_pair(Tensor a, std::string& la, Tensor b, const std::string& lb,
+                   const std::string& keep, const std::string& spec) {
+  std::vector<int> lc, rc, lbatch, rbatch;
+  std::string batch_labels;
+  for (size_t i = 0; i < la.size(); ++i) {
+    size_t j = lb.find(la[i]);
+    if (j == std::string::npos) continue;
+    int64_t da = a.shape()[i], db = b.shape()[j];
+    if (da != db) {
+      if (da != 1 && db != 1) {
+        fail("einsum: label '", la[i], "' has sizes ", da, " and ", db, " in '", spec, "' (shapes ",
+             shape_str(a.shape()), " and ", shape_str(b.shape()), ")");
+      }
+      Shape s = da == 1 ? a.shape() : b.shape();
+      if (da == 1) {
+        s[i] = db;
+        a = broadcast_to(a, s);
+      } else {
+        s[j] = da;
+        b = broadcast_to(b, s);
+      }
+    }
+    if (keep.find(la[i]) != std::string::npos) {
+      lbatch.push_back(int(i));
+      rbatch.push_back(int(j));
+      batch_labels += la[i];
+    } else {
+      lc.push_back(int(i));
+      rc.push_back(int(j));
+    }
+  }
+  Tensor r = dot_general(a, b, lc, rc, lbatch, rbatch);
+  std::string rl = batch_labels;
+  for (char c : la) {
+    if (lb.find(c) == std::string::npos) rl += c;
+  }
+  for (char c : lb) {
+    if (la.find(c) == std::string::npos) rl += c;
+  }
+  la = rl;
+  return r;
+}
+
 }  // namespace
 
 Tensor einsum(const std::string& spec_in, const std::vector<Tensor>& operands) {
@@ -744,7 +829,7 @@ Tensor einsum(const std::string& spec_in, const std::vector<Tensor>& operands) {
   if (terms.size() != operands.size()) {
     fail("einsum: '", spec_in, "' names ", terms.size(), " operands but ", operands.size(), " were given");
   }
-  if (operands.empty() || operands.size() > 2) fail("einsum: supports one or two operands, got ", operands.size());
+  if (operands.empty()) fail("einsum: needs at least one operand");
   int ell_rank = -1;
   for (size_t i = 0; i < terms.size(); ++i) {
     terms[i] = expand_ellipsis(terms[i], operands[i].ndim(), ell_rank, spec_in);
@@ -784,59 +869,21 @@ Tensor einsum(const std::string& spec_in, const std::vector<Tensor>& operands) {
     if (!found) fail("einsum: output label '", c, "' does not appear in any input ('", spec_in, "')");
   }
 
-  if (operands.size() == 1) {
-    std::string labels = terms[0];
-    Tensor r = sum_private(operands[0], labels, out);
-    std::vector<int> perm;
-    for (char c : out) perm.push_back(int(labels.find(c)));
-    return transpose(r, perm);
+  // Contract left to right; after each step keep only labels still needed later or in `out`.
+  Tensor cur = operands[0];
+  std::string cl = terms[0];
+  for (size_t k = 1; k < operands.size(); ++k) {
+    std::string later = out;
+    for (size_t j = k + 1; j < terms.size(); ++j) later += terms[j];
+    std::string lb = terms[k];
+    cur = sum_private(cur, cl, lb + later);
+    Tensor b = sum_private(operands[k], lb, cl + later);
+    cur = einsum_pair(cur, cl, b, lb, later, spec_in);
   }
-
-  std::string la = terms[0], lb = terms[1];
-  Tensor a = sum_private(operands[0], la, lb + out);
-  Tensor b = sum_private(operands[1], lb, la + out);
-  // Broadcast size-1 dims between operands that share a label.
-  std::vector<int> lc, rc, lbatch, rbatch;
-  std::string batch_labels;
-  for (size_t i = 0; i < la.size(); ++i) {
-    size_t j = lb.find(la[i]);
-    if (j == std::string::npos) continue;
-    int64_t da = a.shape()[i], db = b.shape()[j];
-    if (da != db) {
-      if (da != 1 && db != 1) {
-        fail("einsum: label '", la[i], "' has sizes ", da, " and ", db, " in '", spec_in, "' (shapes ",
-             shape_str(operands[0].shape()), " and ", shape_str(operands[1].shape()), ")");
-      }
-      if (da == 1) {
-        Shape s = a.shape();
-        s[i] = db;
-        a = broadcast_to(a, s);
-      } else {
-        Shape s = b.shape();
-        s[j] = da;
-        b = broadcast_to(b, s);
-      }
-    }
-    if (out.find(la[i]) != std::string::npos) {
-      lbatch.push_back(int(i));
-      rbatch.push_back(int(j));
-      batch_labels += la[i];
-    } else {
-      lc.push_back(int(i));
-      rc.push_back(int(j));
-    }
-  }
-  Tensor r = dot_general(a, b, lc, rc, lbatch, rbatch);
-  std::string rl = batch_labels;
-  for (char c : la) {
-    if (lb.find(c) == std::string::npos) rl += c;
-  }
-  for (char c : lb) {
-    if (la.find(c) == std::string::npos) rl += c;
-  }
+  cur = sum_private(cur, cl, out);
   std::vector<int> perm;
-  for (char c : out) perm.push_back(int(rl.find(c)));
-  return transpose(r, perm);
+  for (char c : out) perm.push_back(int(cl.find(c)));
+  return transpose(cur, perm);
 }
 
 Tensor einsum(const std::string& spec, const Tensor& a, const Tensor& b) { return einsum(spec, {a, b}); }

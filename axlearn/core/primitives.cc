@@ -124,6 +124,8 @@ OutputSpec Binary::infer(const std::vector<Tensor>& in) const {
       if (!is_integer(d)) fail(name(), ": shifts need integer operands, got ", shapes_str(in));
       return {a.shape(), d};
     case BinaryOp::kPow:
+      if (d == bool_) fail(name(), ": not defined for bool operands, got ", shapes_str(in));
+      return {a.shape(), d};
     case BinaryOp::kAtan2:
       if (!is_floating(d)) fail(name(), ": expects floating-point operands, got ", shapes_str(in));
       return {a.shape(), d};

@@ -53,6 +53,25 @@ inline T int_rem(T a, T b) {
   }
 }
 
+// Exponentiation by squaring with wrap-around; negative exponents give 0 except for bases 1, -1.
+template <typename T>
+inline T int_pow(T base, T e) {
+  if constexpr (std::is_signed_v<T>) {
+    if (e < 0) {
+      if (base == 1) return 1;
+      if (base == -1) return (e & 1) ? T(-1) : T(1);
+      return 0;
+    }
+  }
+  using U = std::make_unsigned_t<T>;
+  U result = 1, b = U(base);
+  for (U k = U(e); k; k >>= 1) {
+    if (k & 1) result = U(result * b);
+    b = U(b * b);
+  }
+  return T(result);
+}
+
 }  // namespace
 
 template <typename T>
@@ -218,6 +237,9 @@ void binary_chunk(BinaryOp op, const T* a, const T* b, T* y, int64_t n) {
     case BinaryOp::kPow:
       if constexpr (kIsFloat<T>) {
         for (int64_t i = 0; i < n; ++i) y[i] = std::pow(a[i], b[i]);
+        return;
+      } else if constexpr (!std::is_same_v<T, bool>) {
+        for (int64_t i = 0; i < n; ++i) y[i] = int_pow(a[i], b[i]);
         return;
       }
       break;

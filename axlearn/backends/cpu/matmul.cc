@@ -171,12 +171,14 @@ void DotGeneral::eval_cpu(const std::vector<Array>& in, Array& out) const {
   }
   out = Array::empty(out.shape, out.dtype);
   if (out.size() == 0) return;
-  Matrix3 am = as_matrix(a, dims_.lhs_batch, a_free, dims_.lhs_contract);
-  Matrix3 bm = as_matrix(b, dims_.rhs_batch, dims_.rhs_contract, b_free);
-  if (am.c == 0) {
+  int64_t k_size = 1;
+  for (int d : dims_.lhs_contract) k_size *= a.shape[d];
+  if (k_size == 0) {
     std::memset(out.raw(), 0, out.nbytes());
     return;
   }
+  Matrix3 am = as_matrix(a, dims_.lhs_batch, a_free, dims_.lhs_contract);
+  Matrix3 bm = as_matrix(b, dims_.rhs_batch, dims_.rhs_contract, b_free);
   switch (out.dtype) {
     case Dtype::kF32: run_onednn(am, bm, out, dnnl::memory::data_type::f32); return;
     case Dtype::kBF16: run_onednn(am, bm, out, dnnl::memory::data_type::bf16); return;
