@@ -581,6 +581,10 @@ Tensor scatter_add(const Tensor& x, const Tensor& indices, const Tensor& updates
 
 Tensor one_hot(const Tensor& labels, int64_t num_classes, Dtype dtype) {
   if (!is_integer(labels.dtype())) fail("one_hot: labels must be integers, got ", labels.dtype());
+  if (num_classes < 0) {
+    fail("one_hot: num_classes must be >= 0, got ", num_classes, " for labels of shape ",
+         shape_str(labels.shape()));
+  }
   Shape s = labels.shape();
   s.push_back(num_classes);
   Tensor cls = iota(s, int(s.size()) - 1, labels.dtype());

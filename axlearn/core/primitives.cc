@@ -250,8 +250,9 @@ OutputSpec BroadcastInDim::infer(const std::vector<Tensor>& in) const {
   for (size_t i = 0; i < dims_.size(); ++i) {
     int d = dims_[i];
     if (d < 0 || d >= int(shape_.size()) || (i > 0 && d <= dims_[i - 1])) {
-      fail("broadcast_in_dim: dimensions ", vec_str(dims_), " must be increasing and < ",
-           shape_.size());
+      fail("broadcast_in_dim: cannot broadcast ", shape_str(xs), " to ", shape_str(shape_),
+           " with dimensions ", vec_str(dims_), " (they must be increasing and < ",
+           shape_.size(), ")");
     }
     if (xs[i] != 1 && xs[i] != shape_[d]) {
       fail("broadcast_in_dim: cannot broadcast shape ", shape_str(xs), " to ",
