@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <map>
-#include <mutex>
 #include <tuple>
 
 #include "axlearn/backends/cpu/elementwise.h"
@@ -95,40 +94,42 @@ dnnl::engine& engine() {
 }
 
 using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                       int64_t, int64_t, int64_t, int>;
+                       int64_t, int64_t, int>;
 
-dnnl::matmul& cached_matmul(const Matrix3& a, const Matrix3& b, dnnl::memory::data_type dt) {
-  static std::mutex mu;
-  static std::map<Key, dnnl::matmul> cache;
-  // Batch stride 0 marks a missing batch (B == 1).
-  Key key{a.b, a.r, a.c, b.c, a.b > 1 ? a.sb : 0, a.sr, a.sc, b.b > 1 ? b.sb : 0, b.sr, b.sc, 0,
-          int(dt)};
-  std::lock_guard<std::mutex> l(mu);
-  auto it = cache.find(key);
-  if (it != cache.end()) return it->second;
-  using dims = dnnl::memory::dims;
-  const int64_t B = a.b, M = a.r, K = a.c, N = b.c;
-  dnnl::memory::desc ad(dims{B, M, K}, dt, dims{a.b > 1 ? a.sb : M * K, a.sr, a.sc});
-  dnnl::memory::desc bd(dims{B, K, N}, dt, dims{b.b > 1 ? b.sb : K * N, b.sr, b.sc});
-  dnnl::memory::desc cd(dims{B, M, N}, dt, dims{M * N, N, 1});
-  dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(ad, bd, cd), engine());
-  if (cache.size() > 512) cache.clear();
-  return cache.emplace(key, dnnl::matmul(pd)).first->second;
-}
+// A ready-to-run matmul: the primitive plus memory objects whose data handles are swapped per
+// call, so a repeated shape costs one map lookup and the kernel.
+struct MatmulEntry {
+  dnnl::matmul primitive;
+  dnnl::memory a, b, c;
+};
 
 void run_onednn(const Matrix3& a, const Matrix3& b, Array& out, dnnl::memory::data_type dt) {
-  using dims = dnnl::memory::dims;
+  // Per thread: entries hold memory objects whose handles are rebound on every call.
+  thread_local std::map<Key, MatmulEntry> cache;
+  thread_local dnnl::stream stream(engine());
   const int64_t B = a.b, M = a.r, K = a.c, N = b.c;
-  dnnl::matmul& mm = cached_matmul(a, b, dt);
-  dnnl::memory::desc ad(dims{B, M, K}, dt, dims{a.b > 1 ? a.sb : M * K, a.sr, a.sc});
-  dnnl::memory::desc bd(dims{B, K, N}, dt, dims{b.b > 1 ? b.sb : K * N, b.sr, b.sc});
-  dnnl::memory::desc cd(dims{B, M, N}, dt, dims{M * N, N, 1});
-  dnnl::memory am(ad, engine(), a.data.raw());
-  dnnl::memory bm(bd, engine(), b.data.raw());
-  dnnl::memory cm(cd, engine(), out.raw());
-  dnnl::stream s(engine());
-  mm.execute(s, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
-  s.wait();
+  // A batch of one has no batch stride; store 0 so equal problems share an entry.
+  const int64_t asb = a.b > 1 ? a.sb : 0, bsb = b.b > 1 ? b.sb : 0;
+  Key key{B, M, K, N, asb, a.sr, a.sc, bsb, b.sr, b.sc, int(dt)};
+  auto it = cache.find(key);
+  if (it == cache.end()) {
+    using dims = dnnl::memory::dims;
+    dnnl::memory::desc ad(dims{B, M, K}, dt, dims{asb ? asb : M * K, a.sr, a.sc});
+    dnnl::memory::desc bd(dims{B, K, N}, dt, dims{bsb ? bsb : K * N, b.sr, b.sc});
+    dnnl::memory::desc cd(dims{B, M, N}, dt, dims{M * N, N, 1});
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(ad, bd, cd), engine());
+    if (cache.size() > 256) cache.clear();
+    MatmulEntry e{dnnl::matmul(pd), dnnl::memory(ad, engine(), DNNL_MEMORY_NONE),
+                  dnnl::memory(bd, engine(), DNNL_MEMORY_NONE),
+                  dnnl::memory(cd, engine(), DNNL_MEMORY_NONE)};
+    it = cache.emplace(key, std::move(e)).first;
+  }
+  MatmulEntry& e = it->second;
+  e.a.set_data_handle(a.data.raw());
+  e.b.set_data_handle(b.data.raw());
+  e.c.set_data_handle(out.raw());
+  e.primitive.execute(stream, {{DNNL_ARG_SRC, e.a}, {DNNL_ARG_WEIGHTS, e.b}, {DNNL_ARG_DST, e.c}});
+  stream.wait();
 }
 
 // Reference loop for f64 and integers: y[b, m, n] = sum_k a[b, m, k] * b[b, k, n].
