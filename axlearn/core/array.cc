@@ -102,8 +102,8 @@ Array Array::empty(const Shape& shape, Dtype dtype, Device device) {
   a.shape = shape;
   a.strides = row_major_strides(shape);
   a.dtype = dtype;
-  a.storage = std::make_shared<Storage>(std::max<size_t>(1, num_elements(shape) * size_of(dtype)),
-                                        device);
+  a.storage =
+      std::make_shared<Storage>(std::max<size_t>(1, num_elements(shape) * size_of(dtype)), device);
   return a;
 }
 

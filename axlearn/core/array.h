@@ -32,9 +32,9 @@ class CpuAllocator {
   // Returns cached blocks to the system.
   void clear_cache();
 
-  size_t bytes_in_use() const;   // live blocks, rounded sizes
-  size_t peak_bytes() const;     // max of bytes_in_use since the last reset_peak()
-  size_t bytes_cached() const;   // free blocks held for reuse
+  size_t bytes_in_use() const;  // live blocks, rounded sizes
+  size_t peak_bytes() const;    // max of bytes_in_use since the last reset_peak()
+  size_t bytes_cached() const;  // free blocks held for reuse
   void reset_peak();
 
   static size_t round_size(size_t nbytes);

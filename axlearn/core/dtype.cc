@@ -9,29 +9,42 @@ namespace axlearn {
 size_t size_of(Dtype d) {
   switch (d) {
     case Dtype::kBool:
-    case Dtype::kU8: return 1;
+    case Dtype::kU8:
+      return 1;
     case Dtype::kF16:
-    case Dtype::kBF16: return 2;
+    case Dtype::kBF16:
+      return 2;
     case Dtype::kU32:
     case Dtype::kI32:
-    case Dtype::kF32: return 4;
+    case Dtype::kF32:
+      return 4;
     case Dtype::kI64:
-    case Dtype::kF64: return 8;
+    case Dtype::kF64:
+      return 8;
   }
   return 0;
 }
 
 const char* dtype_name(Dtype d) {
   switch (d) {
-    case Dtype::kBool: return "bool";
-    case Dtype::kU8: return "uint8";
-    case Dtype::kU32: return "uint32";
-    case Dtype::kI32: return "int32";
-    case Dtype::kI64: return "int64";
-    case Dtype::kF16: return "float16";
-    case Dtype::kBF16: return "bfloat16";
-    case Dtype::kF32: return "float32";
-    case Dtype::kF64: return "float64";
+    case Dtype::kBool:
+      return "bool";
+    case Dtype::kU8:
+      return "uint8";
+    case Dtype::kU32:
+      return "uint32";
+    case Dtype::kI32:
+      return "int32";
+    case Dtype::kI64:
+      return "int64";
+    case Dtype::kF16:
+      return "float16";
+    case Dtype::kBF16:
+      return "bfloat16";
+    case Dtype::kF32:
+      return "float32";
+    case Dtype::kF64:
+      return "float64";
   }
   return "?";
 }

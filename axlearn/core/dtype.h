@@ -80,41 +80,106 @@ struct float16_t {
 };
 
 // Maps a Dtype to its C++ storage type.
-template <Dtype D> struct DtypeTraits;
-template <> struct DtypeTraits<Dtype::kBool> { using type = bool; };
-template <> struct DtypeTraits<Dtype::kU8> { using type = uint8_t; };
-template <> struct DtypeTraits<Dtype::kU32> { using type = uint32_t; };
-template <> struct DtypeTraits<Dtype::kI32> { using type = int32_t; };
-template <> struct DtypeTraits<Dtype::kI64> { using type = int64_t; };
-template <> struct DtypeTraits<Dtype::kF16> { using type = float16_t; };
-template <> struct DtypeTraits<Dtype::kBF16> { using type = bfloat16_t; };
-template <> struct DtypeTraits<Dtype::kF32> { using type = float; };
-template <> struct DtypeTraits<Dtype::kF64> { using type = double; };
+template <Dtype D>
+struct DtypeTraits;
+template <>
+struct DtypeTraits<Dtype::kBool> {
+  using type = bool;
+};
+template <>
+struct DtypeTraits<Dtype::kU8> {
+  using type = uint8_t;
+};
+template <>
+struct DtypeTraits<Dtype::kU32> {
+  using type = uint32_t;
+};
+template <>
+struct DtypeTraits<Dtype::kI32> {
+  using type = int32_t;
+};
+template <>
+struct DtypeTraits<Dtype::kI64> {
+  using type = int64_t;
+};
+template <>
+struct DtypeTraits<Dtype::kF16> {
+  using type = float16_t;
+};
+template <>
+struct DtypeTraits<Dtype::kBF16> {
+  using type = bfloat16_t;
+};
+template <>
+struct DtypeTraits<Dtype::kF32> {
+  using type = float;
+};
+template <>
+struct DtypeTraits<Dtype::kF64> {
+  using type = double;
+};
 
-template <typename T> constexpr Dtype dtype_of();
-template <> constexpr Dtype dtype_of<bool>() { return Dtype::kBool; }
-template <> constexpr Dtype dtype_of<uint8_t>() { return Dtype::kU8; }
-template <> constexpr Dtype dtype_of<uint32_t>() { return Dtype::kU32; }
-template <> constexpr Dtype dtype_of<int32_t>() { return Dtype::kI32; }
-template <> constexpr Dtype dtype_of<int64_t>() { return Dtype::kI64; }
-template <> constexpr Dtype dtype_of<float16_t>() { return Dtype::kF16; }
-template <> constexpr Dtype dtype_of<bfloat16_t>() { return Dtype::kBF16; }
-template <> constexpr Dtype dtype_of<float>() { return Dtype::kF32; }
-template <> constexpr Dtype dtype_of<double>() { return Dtype::kF64; }
+template <typename T>
+constexpr Dtype dtype_of();
+template <>
+constexpr Dtype dtype_of<bool>() {
+  return Dtype::kBool;
+}
+template <>
+constexpr Dtype dtype_of<uint8_t>() {
+  return Dtype::kU8;
+}
+template <>
+constexpr Dtype dtype_of<uint32_t>() {
+  return Dtype::kU32;
+}
+template <>
+constexpr Dtype dtype_of<int32_t>() {
+  return Dtype::kI32;
+}
+template <>
+constexpr Dtype dtype_of<int64_t>() {
+  return Dtype::kI64;
+}
+template <>
+constexpr Dtype dtype_of<float16_t>() {
+  return Dtype::kF16;
+}
+template <>
+constexpr Dtype dtype_of<bfloat16_t>() {
+  return Dtype::kBF16;
+}
+template <>
+constexpr Dtype dtype_of<float>() {
+  return Dtype::kF32;
+}
+template <>
+constexpr Dtype dtype_of<double>() {
+  return Dtype::kF64;
+}
 
 // Calls fn(T{}) with T the storage type of `d`: dispatch_dtype(d, [&](auto t) { using T = ...; }).
 template <typename Fn>
 decltype(auto) dispatch_dtype(Dtype d, Fn&& fn) {
   switch (d) {
-    case Dtype::kBool: return fn(bool{});
-    case Dtype::kU8: return fn(uint8_t{});
-    case Dtype::kU32: return fn(uint32_t{});
-    case Dtype::kI32: return fn(int32_t{});
-    case Dtype::kI64: return fn(int64_t{});
-    case Dtype::kF16: return fn(float16_t{});
-    case Dtype::kBF16: return fn(bfloat16_t{});
-    case Dtype::kF32: return fn(float{});
-    case Dtype::kF64: return fn(double{});
+    case Dtype::kBool:
+      return fn(bool{});
+    case Dtype::kU8:
+      return fn(uint8_t{});
+    case Dtype::kU32:
+      return fn(uint32_t{});
+    case Dtype::kI32:
+      return fn(int32_t{});
+    case Dtype::kI64:
+      return fn(int64_t{});
+    case Dtype::kF16:
+      return fn(float16_t{});
+    case Dtype::kBF16:
+      return fn(bfloat16_t{});
+    case Dtype::kF32:
+      return fn(float{});
+    case Dtype::kF64:
+      return fn(double{});
   }
   return fn(float{});
 }

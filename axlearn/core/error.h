@@ -36,10 +36,10 @@ template <typename... Args>
 
 }  // namespace axlearn
 
-#define AXLEARN_CHECK(cond, ...)                                                          \
-  do {                                                                                    \
-    if (!(cond)) {                                                                        \
-      throw ::axlearn::InternalError(::axlearn::detail::str_cat(                          \
+#define AXLEARN_CHECK(cond, ...)                                                             \
+  do {                                                                                       \
+    if (!(cond)) {                                                                           \
+      throw ::axlearn::InternalError(::axlearn::detail::str_cat(                             \
           __FILE__, ":", __LINE__, ": check failed: " #cond " " __VA_OPT__(, __VA_ARGS__))); \
-    }                                                                                     \
+    }                                                                                        \
   } while (0)

@@ -3,19 +3,23 @@
 namespace axlearn {
 
 const Tensor& NestedTensor::tensor() const {
-  if (!is_leaf_) fail("NestedTensor: expected a tensor leaf, found a dict of ", dict_.size(), " entries");
+  if (!is_leaf_)
+    fail("NestedTensor: expected a tensor leaf, found a dict of ", dict_.size(), " entries");
   return leaf_;
 }
 Tensor& NestedTensor::tensor() {
-  if (!is_leaf_) fail("NestedTensor: expected a tensor leaf, found a dict of ", dict_.size(), " entries");
+  if (!is_leaf_)
+    fail("NestedTensor: expected a tensor leaf, found a dict of ", dict_.size(), " entries");
   return leaf_;
 }
 const NestedTensor::Dict& NestedTensor::dict() const {
-  if (is_leaf_) fail("NestedTensor: expected a dict, found a tensor of shape ", shape_str(leaf_.shape()));
+  if (is_leaf_)
+    fail("NestedTensor: expected a dict, found a tensor of shape ", shape_str(leaf_.shape()));
   return dict_;
 }
 NestedTensor::Dict& NestedTensor::dict() {
-  if (is_leaf_) fail("NestedTensor: expected a dict, found a tensor of shape ", shape_str(leaf_.shape()));
+  if (is_leaf_)
+    fail("NestedTensor: expected a dict, found a tensor of shape ", shape_str(leaf_.shape()));
   return dict_;
 }
 
@@ -72,7 +76,8 @@ NestedTensor rebuild(const NestedTensor& like, const std::vector<Tensor>& leaves
 NestedTensor NestedTensor::unflatten(const std::vector<Tensor>& leaves) const {
   size_t i = 0;
   NestedTensor out = rebuild(*this, leaves, i);
-  if (i != leaves.size()) fail("NestedTensor::unflatten: ", leaves.size(), " leaves for a tree of ", i);
+  if (i != leaves.size())
+    fail("NestedTensor::unflatten: ", leaves.size(), " leaves for a tree of ", i);
   return out;
 }
 
@@ -119,7 +124,8 @@ NestedTensor NestedTensor::zip_map(const std::vector<const NestedTensor*>& trees
                                    const std::function<Tensor(const std::vector<Tensor>&)>& fn) {
   if (trees.empty()) return NestedTensor();
   for (size_t i = 1; i < trees.size(); ++i) {
-    if (!trees[0]->same_structure(*trees[i])) fail("NestedTensor::zip_map: tree ", i, " has a different structure");
+    if (!trees[0]->same_structure(*trees[i]))
+      fail("NestedTensor::zip_map: tree ", i, " has a different structure");
   }
   std::vector<std::vector<Tensor>> flats;
   for (auto* t : trees) flats.push_back(t->leaves());

@@ -17,7 +17,7 @@ class NestedTensor {
  public:
   using Dict = std::map<std::string, NestedTensor>;
 
-  NestedTensor() : is_leaf_(false) {}  // an empty dict
+  NestedTensor() : is_leaf_(false) {}                              // an empty dict
   NestedTensor(Tensor t) : is_leaf_(true), leaf_(std::move(t)) {}  // NOLINT: implicit by design
   NestedTensor(std::initializer_list<std::pair<const std::string, NestedTensor>> items)
       : is_leaf_(false), dict_(items) {}
@@ -43,14 +43,16 @@ class NestedTensor {
   const NestedTensor& at_path(const std::string& path) const;
 
   NestedTensor map(const std::function<Tensor(const Tensor&)>& fn) const;
-  NestedTensor map_with_path(const std::function<Tensor(const std::string&, const Tensor&)>& fn) const;
+  NestedTensor map_with_path(
+      const std::function<Tensor(const std::string&, const Tensor&)>& fn) const;
   // Applies fn to matching leaves of trees with the same structure; throws Error on mismatch.
   static NestedTensor zip_map(const std::vector<const NestedTensor*>& trees,
                               const std::function<Tensor(const std::vector<Tensor>&)>& fn);
   bool same_structure(const NestedTensor& other) const;
 
  private:
-  void flatten_into(const std::string& prefix, std::vector<std::pair<std::string, Tensor>>& out) const;
+  void flatten_into(const std::string& prefix,
+                    std::vector<std::pair<std::string, Tensor>>& out) const;
   bool is_leaf_;
   Tensor leaf_;
   Dict dict_;

@@ -105,7 +105,9 @@ Tensor array(const std::vector<float>& v, const Shape& s, Dtype d) { return make
 Tensor array(const std::vector<double>& v, const Shape& s, Dtype d) { return make_array(v, s, d); }
 Tensor array(const std::vector<int32_t>& v, const Shape& s, Dtype d) { return make_array(v, s, d); }
 Tensor array(const std::vector<int64_t>& v, const Shape& s, Dtype d) { return make_array(v, s, d); }
-Tensor array(const std::vector<uint32_t>& v, const Shape& s, Dtype d) { return make_array(v, s, d); }
+Tensor array(const std::vector<uint32_t>& v, const Shape& s, Dtype d) {
+  return make_array(v, s, d);
+}
 Tensor array(const std::vector<bool>& v, const Shape& s) {
   std::vector<uint8_t> u(v.begin(), v.end());
   return make_array(u, s, bool_);
@@ -217,8 +219,8 @@ Tensor where(const Tensor& cond, const Tensor& x, const Tensor& y) {
   Dtype d = promote_types(x.dtype(), y.dtype());
   Tensor c = cond.dtype() == bool_ ? cond : astype(cond, bool_);
   Shape s = broadcast_shapes(broadcast_shapes(c.shape(), x.shape(), "where"), y.shape(), "where");
-  return apply<Select>({broadcast_to(c, s), broadcast_to(astype(x, d), s),
-                        broadcast_to(astype(y, d), s)});
+  return apply<Select>(
+      {broadcast_to(c, s), broadcast_to(astype(x, d), s), broadcast_to(astype(y, d), s)});
 }
 
 Tensor clip(const Tensor& x, std::optional<double> lo, std::optional<double> hi) {
@@ -259,7 +261,8 @@ namespace {
 // Composite activations of 16-bit floats compute in f32 and round once, as XLA's fusions do.
 template <typename Fn>
 Tensor in_f32(const Tensor& x, Fn&& fn) {
-  if (x.dtype() == bfloat16 || x.dtype() == float16) return astype(fn(astype(x, float32)), x.dtype());
+  if (x.dtype() == bfloat16 || x.dtype() == float16)
+    return astype(fn(astype(x, float32)), x.dtype());
   return fn(x);
 }
 }  // namespace
@@ -331,7 +334,8 @@ Tensor reshape(const Tensor& x, Shape shape) {
       }
       infer = int(i);
     } else if (shape[i] < 0) {
-      fail("reshape: cannot reshape ", shape_str(x.shape()), " to invalid shape ", shape_str(shape));
+      fail("reshape: cannot reshape ", shape_str(x.shape()), " to invalid shape ",
+           shape_str(shape));
     } else {
       known *= shape[i];
     }
@@ -375,7 +379,8 @@ Tensor transpose(const Tensor& x, std::vector<int> perm) {
 
 Tensor swapaxes(const Tensor& x, int a, int b) {
   std::vector<int> perm = all_axes(x.ndim());
-  std::swap(perm[normalize_axis(a, x.ndim(), "swapaxes")], perm[normalize_axis(b, x.ndim(), "swapaxes")]);
+  std::swap(perm[normalize_axis(a, x.ndim(), "swapaxes")],
+            perm[normalize_axis(b, x.ndim(), "swapaxes")]);
   return transpose(x, perm);
 }
 
@@ -408,7 +413,8 @@ Tensor squeeze(const Tensor& x, std::vector<int> axes) {
     for (int i = 0; i < x.ndim(); ++i) {
       bool drop = std::find(axes.begin(), axes.end(), i) != axes.end();
       if (drop && x.shape()[i] != 1) {
-        fail("squeeze: cannot squeeze axis ", i, " of size ", x.shape()[i], " in ", shape_str(x.shape()));
+        fail("squeeze: cannot squeeze axis ", i, " of size ", x.shape()[i], " in ",
+             shape_str(x.shape()));
       }
       if (!drop) s.push_back(x.shape()[i]);
     }
@@ -593,7 +599,8 @@ Tensor one_hot(const Tensor& labels, int64_t num_classes, Dtype dtype) {
 
 namespace {
 Tensor tri_mask(const Tensor& x, int k, bool lower) {
-  if (x.ndim() < 2) fail(lower ? "tril" : "triu", ": needs at least 2 dimensions, got ", shape_str(x.shape()));
+  if (x.ndim() < 2)
+    fail(lower ? "tril" : "triu", ": needs at least 2 dimensions, got ", shape_str(x.shape()));
   int64_t n = x.shape(-2), m = x.shape(-1);
   Tensor row = iota({n, m}, 0, int64), col = iota({n, m}, 1, int64);
   Tensor keep = lower ? less_equal(col, row + double(k)) : greater_equal(col, row + double(k));
@@ -676,7 +683,8 @@ TopK top_k(const Tensor& x, int k) {
   int64_t n = x.shape(-1);
   if (k < 0 || k > n) fail("top_k: k=", k, " out of range for last axis of ", shape_str(x.shape()));
   // Stable ascending sort of -x gives descending order with the lowest index first among ties.
-  Tensor key = is_floating(x.dtype()) || !is_unsigned(x.dtype()) ? negative(x) : negative(astype(x, int64));
+  Tensor key =
+      is_floating(x.dtype()) || !is_unsigned(x.dtype()) ? negative(x) : negative(astype(x, int64));
   if (x.dtype() == bool_) key = negative(astype(x, int32));
   Tensor idx = slice_axis(argsort(key, -1), -1, 0, k);
   return {take_along_axis(x, idx, -1), idx};
@@ -694,7 +702,8 @@ Tensor dot_general(const Tensor& a, const Tensor& b, const std::vector<int>& lhs
 
 Tensor matmul(const Tensor& a, const Tensor& b) {
   if (a.ndim() == 0 || b.ndim() == 0) {
-    fail("matmul: operands must be at least 1-D, got ", shape_str(a.shape()), " and ", shape_str(b.shape()));
+    fail("matmul: operands must be at least 1-D, got ", shape_str(a.shape()), " and ",
+         shape_str(b.shape()));
   }
   Tensor x = a.ndim() == 1 ? reshape(a, {1, a.shape()[0]}) : a;
   Tensor y = b.ndim() == 1 ? reshape(b, {b.shape()[0], 1}) : b;
@@ -748,13 +757,16 @@ std::vector<std::string> split_inputs(const std::string& s) {
 }
 
 // Replaces "..." with placeholder labels (digits) covering `n` axes.
-std::string expand_ellipsis(const std::string& term, int ndim, int& ell_rank, const std::string& spec) {
+std::string expand_ellipsis(const std::string& term, int ndim, int& ell_rank,
+                            const std::string& spec) {
   size_t p = term.find("...");
   if (p == std::string::npos) return term;
   int named = int(term.size()) - 3;
   int n = ndim - named;
-  if (n < 0) fail("einsum: '", term, "' has more labels than the operand's ", ndim, " axes (", spec, ")");
-  if (ell_rank >= 0 && ell_rank != n) fail("einsum: ellipses cover different ranks in '", spec, "'");
+  if (n < 0)
+    fail("einsum: '", term, "' has more labels than the operand's ", ndim, " axes (", spec, ")");
+  if (ell_rank >= 0 && ell_rank != n)
+    fail("einsum: ellipses cover different ranks in '", spec, "'");
   ell_rank = n;
   std::string e;
   for (int i = 0; i < n; ++i) e += char('0' + i);
@@ -831,7 +843,8 @@ Tensor einsum(const std::string& spec_in, const std::vector<Tensor>& operands) {
   size_t arrow = spec.find("->");
   std::vector<std::string> terms = split_inputs(spec.substr(0, arrow));
   if (terms.size() != operands.size()) {
-    fail("einsum: '", spec_in, "' names ", terms.size(), " operands but ", operands.size(), " were given");
+    fail("einsum: '", spec_in, "' names ", terms.size(), " operands but ", operands.size(),
+         " were given");
   }
   if (operands.empty()) fail("einsum: needs at least one operand");
   int ell_rank = -1;
@@ -843,7 +856,8 @@ Tensor einsum(const std::string& spec_in, const std::vector<Tensor>& operands) {
     }
     for (size_t a = 0; a < terms[i].size(); ++a) {
       if (terms[i].find(terms[i][a]) != a) {
-        fail("einsum: repeated label '", terms[i][a], "' within one operand is not supported ('", spec_in, "')");
+        fail("einsum: repeated label '", terms[i][a], "' within one operand is not supported ('",
+             spec_in, "')");
       }
     }
   }
@@ -870,7 +884,8 @@ Tensor einsum(const std::string& spec_in, const std::vector<Tensor>& operands) {
   for (char c : out) {
     bool found = false;
     for (auto& t : terms) found = found || t.find(c) != std::string::npos;
-    if (!found) fail("einsum: output label '", c, "' does not appear in any input ('", spec_in, "')");
+    if (!found)
+      fail("einsum: output label '", c, "' does not appear in any input ('", spec_in, "')");
   }
 
   // Contract left to right; after each step keep only labels still needed later or in `out`.
@@ -890,8 +905,12 @@ Tensor einsum(const std::string& spec_in, const std::vector<Tensor>& operands) {
   return transpose(cur, perm);
 }
 
-Tensor einsum(const std::string& spec, const Tensor& a, const Tensor& b) { return einsum(spec, {a, b}); }
-Tensor einsum(const std::string& spec, const Tensor& a) { return einsum(spec, std::vector<Tensor>{a}); }
+Tensor einsum(const std::string& spec, const Tensor& a, const Tensor& b) {
+  return einsum(spec, {a, b});
+}
+Tensor einsum(const std::string& spec, const Tensor& a) {
+  return einsum(spec, std::vector<Tensor>{a});
+}
 
 // ------------------------------------------------------------------ fused
 

@@ -112,7 +112,7 @@ Tensor bitcast(const Tensor& x, Dtype dtype);
 Tensor stop_gradient(const Tensor& x);
 
 // ---- shape ----
-Tensor reshape(const Tensor& x, Shape shape);  // one dimension may be -1
+Tensor reshape(const Tensor& x, Shape shape);                   // one dimension may be -1
 Tensor transpose(const Tensor& x, std::vector<int> perm = {});  // default: reverse
 Tensor swapaxes(const Tensor& x, int a, int b);
 Tensor moveaxis(const Tensor& x, int source, int destination);

@@ -37,17 +37,18 @@ Tensor zeros_for(const Tensor& x) { return zeros(x.shape(), x.dtype()); }
 // ------------------------------------------------------------------ elementwise
 
 const char* unary_op_name(UnaryOp op) {
-  static const char* names[] = {"neg",   "abs",      "sign", "exp",  "expm1",       "log",
-                                "log1p", "sqrt",     "rsqrt", "tanh", "logistic",   "erf",
-                                "erf_inv", "sin",    "cos",  "floor", "ceil",       "round",
-                                "not",   "is_finite", "square", "reciprocal"};
+  static const char* names[] = {"neg",     "abs",       "sign",   "exp",       "expm1",    "log",
+                                "log1p",   "sqrt",      "rsqrt",  "tanh",      "logistic", "erf",
+                                "erf_inv", "sin",       "cos",    "floor",     "ceil",     "round",
+                                "not",     "is_finite", "square", "reciprocal"};
   return names[int(op)];
 }
 
 const char* binary_op_name(BinaryOp op) {
-  static const char* names[] = {"add", "sub", "mul", "div", "pow", "max", "min",
-                                "rem", "atan2", "and", "or", "xor", "shift_left",
-                                "shift_right_logical", "eq", "ne", "lt", "le", "gt", "ge"};
+  static const char* names[] = {
+      "add", "sub",   "mul", "div", "pow", "max",        "min",
+      "rem", "atan2", "and", "or",  "xor", "shift_left", "shift_right_logical",
+      "eq",  "ne",    "lt",  "le",  "gt",  "ge"};
   return names[int(op)];
 }
 
@@ -56,7 +57,8 @@ OutputSpec Unary::infer(const std::vector<Tensor>& in) const {
   Dtype d = in[0].dtype();
   switch (op_) {
     case UnaryOp::kLogicalNot:
-      if (d != bool_ && !is_integer(d)) fail(name(), ": expects a bool or integer operand, got ", shapes_str(in));
+      if (d != bool_ && !is_integer(d))
+        fail(name(), ": expects a bool or integer operand, got ", shapes_str(in));
       return {in[0].shape(), d};
     case UnaryOp::kIsFinite:
       if (!is_floating(d)) fail(name(), ": expects a floating operand, got ", shapes_str(in));
@@ -86,23 +88,40 @@ std::vector<Tensor> Unary::vjp(const std::vector<Tensor>& in, const Tensor& y,
   const Tensor& x = in[0];
   auto c = [&](double v) { return weak_scalar(v, x); };
   switch (op_) {
-    case UnaryOp::kNeg: return {negative(ct)};
-    case UnaryOp::kAbs: return {ct * sign(x)};
-    case UnaryOp::kExp: return {ct * y};
-    case UnaryOp::kExpm1: return {ct * (y + 1.0)};
-    case UnaryOp::kLog: return {ct / x};
-    case UnaryOp::kLog1p: return {ct / (x + 1.0)};
-    case UnaryOp::kSqrt: return {ct / (y * 2.0)};
-    case UnaryOp::kRsqrt: return {ct * y / x * -0.5};
-    case UnaryOp::kTanh: return {ct * (1.0 - square(y))};
-    case UnaryOp::kLogistic: return {ct * y * (1.0 - y)};
-    case UnaryOp::kErf: return {ct * c(2.0 / std::sqrt(M_PI)) * exp(negative(square(x)))};
-    case UnaryOp::kErfInv: return {ct * c(std::sqrt(M_PI) / 2.0) * exp(square(y))};
-    case UnaryOp::kSin: return {ct * cos(x)};
-    case UnaryOp::kCos: return {negative(ct * sin(x))};
-    case UnaryOp::kSquare: return {ct * x * 2.0};
-    case UnaryOp::kReciprocal: return {negative(ct * square(y))};
-    default: return {Tensor()};  // piecewise constant or non-float
+    case UnaryOp::kNeg:
+      return {negative(ct)};
+    case UnaryOp::kAbs:
+      return {ct * sign(x)};
+    case UnaryOp::kExp:
+      return {ct * y};
+    case UnaryOp::kExpm1:
+      return {ct * (y + 1.0)};
+    case UnaryOp::kLog:
+      return {ct / x};
+    case UnaryOp::kLog1p:
+      return {ct / (x + 1.0)};
+    case UnaryOp::kSqrt:
+      return {ct / (y * 2.0)};
+    case UnaryOp::kRsqrt:
+      return {ct * y / x * -0.5};
+    case UnaryOp::kTanh:
+      return {ct * (1.0 - square(y))};
+    case UnaryOp::kLogistic:
+      return {ct * y * (1.0 - y)};
+    case UnaryOp::kErf:
+      return {ct * c(2.0 / std::sqrt(M_PI)) * exp(negative(square(x)))};
+    case UnaryOp::kErfInv:
+      return {ct * c(std::sqrt(M_PI) / 2.0) * exp(square(y))};
+    case UnaryOp::kSin:
+      return {ct * cos(x)};
+    case UnaryOp::kCos:
+      return {negative(ct * sin(x))};
+    case UnaryOp::kSquare:
+      return {ct * x * 2.0};
+    case UnaryOp::kReciprocal:
+      return {negative(ct * square(y))};
+    default:
+      return {Tensor()};  // piecewise constant or non-float
   }
 }
 
@@ -117,7 +136,8 @@ OutputSpec Binary::infer(const std::vector<Tensor>& in) const {
     case BinaryOp::kAnd:
     case BinaryOp::kOr:
     case BinaryOp::kXor:
-      if (is_floating(d)) fail(name(), ": bitwise/logical ops need bool or integer operands, got ", shapes_str(in));
+      if (is_floating(d))
+        fail(name(), ": bitwise/logical ops need bool or integer operands, got ", shapes_str(in));
       return {a.shape(), d};
     case BinaryOp::kShiftLeft:
     case BinaryOp::kShiftRightLogical:
@@ -154,10 +174,14 @@ std::vector<Tensor> Binary::vjp(const std::vector<Tensor>& in, const Tensor& y,
   const Tensor &a = in[0], &b = in[1];
   if (!is_floating(a.dtype())) return {Tensor(), Tensor()};
   switch (op_) {
-    case BinaryOp::kAdd: return {ct, ct};
-    case BinaryOp::kSub: return {ct, negative(ct)};
-    case BinaryOp::kMul: return {ct * b, ct * a};
-    case BinaryOp::kDiv: return {ct / b, negative(ct * y / b)};
+    case BinaryOp::kAdd:
+      return {ct, ct};
+    case BinaryOp::kSub:
+      return {ct, negative(ct)};
+    case BinaryOp::kMul:
+      return {ct * b, ct * a};
+    case BinaryOp::kDiv:
+      return {ct / b, negative(ct * y / b)};
     case BinaryOp::kPow: {
       Tensor zero = equal(a, zeros_like(a));
       Tensor safe_log = log(where(zero, ones_like(a), a));
@@ -181,7 +205,8 @@ std::vector<Tensor> Binary::vjp(const std::vector<Tensor>& in, const Tensor& y,
       Tensor denom = square(a) + square(b);
       return {ct * b / denom, negative(ct * a / denom)};
     }
-    default: return {Tensor(), Tensor()};
+    default:
+      return {Tensor(), Tensor()};
   }
 }
 
@@ -190,7 +215,8 @@ OutputSpec Select::infer(const std::vector<Tensor>& in) const {
   if (in[0].dtype() != bool_) fail("select: predicate must be bool, got ", shapes_str(in));
   if (in[0].shape() != in[1].shape() || in[1].shape() != in[2].shape() ||
       in[1].dtype() != in[2].dtype()) {
-    fail("select: operands must have equal shapes (and branches equal dtypes), got ", shapes_str(in));
+    fail("select: operands must have equal shapes (and branches equal dtypes), got ",
+         shapes_str(in));
   }
   return {in[1].shape(), in[1].dtype()};
 }
@@ -251,12 +277,11 @@ OutputSpec BroadcastInDim::infer(const std::vector<Tensor>& in) const {
     int d = dims_[i];
     if (d < 0 || d >= int(shape_.size()) || (i > 0 && d <= dims_[i - 1])) {
       fail("broadcast_in_dim: cannot broadcast ", shape_str(xs), " to ", shape_str(shape_),
-           " with dimensions ", vec_str(dims_), " (they must be increasing and < ",
-           shape_.size(), ")");
+           " with dimensions ", vec_str(dims_), " (they must be increasing and < ", shape_.size(),
+           ")");
     }
     if (xs[i] != 1 && xs[i] != shape_[d]) {
-      fail("broadcast_in_dim: cannot broadcast shape ", shape_str(xs), " to ",
-           shape_str(shape_));
+      fail("broadcast_in_dim: cannot broadcast shape ", shape_str(xs), " to ", shape_str(shape_));
     }
   }
   return {shape_, in[0].dtype()};
@@ -288,8 +313,8 @@ std::vector<Tensor> BroadcastInDim::vjp(const std::vector<Tensor>& in, const Ten
 OutputSpec Reshape::infer(const std::vector<Tensor>& in) const {
   expect_arity("reshape", in, 1);
   if (num_elements(shape_) != in[0].size()) {
-    fail("reshape: cannot reshape ", shape_str(in[0].shape()), " (", in[0].size(),
-         " elements) to ", shape_str(shape_), " (", num_elements(shape_), " elements)");
+    fail("reshape: cannot reshape ", shape_str(in[0].shape()), " (", in[0].size(), " elements) to ",
+         shape_str(shape_), " (", num_elements(shape_), " elements)");
   }
   return {shape_, in[0].dtype()};
 }
@@ -310,7 +335,8 @@ OutputSpec Transpose::infer(const std::vector<Tensor>& in) const {
   std::sort(sorted.begin(), sorted.end());
   bool ok = perm_.size() == xs.size();
   for (size_t i = 0; ok && i < sorted.size(); ++i) ok = sorted[i] == int(i);
-  if (!ok) fail("transpose: ", vec_str(perm_), " is not a permutation of the axes of ", shape_str(xs));
+  if (!ok)
+    fail("transpose: ", vec_str(perm_), " is not a permutation of the axes of ", shape_str(xs));
   Shape out(xs.size());
   for (size_t i = 0; i < perm_.size(); ++i) out[i] = xs[perm_[i]];
   return {out, in[0].dtype()};
@@ -349,7 +375,8 @@ bool Slice::equals(const Primitive& o) const {
   return p && p->start_ == start_ && p->limit_ == limit_ && p->strides_ == strides_;
 }
 void Slice::print(std::ostream& os) const {
-  os << name() << "[" << vec_str(start_) << ":" << vec_str(limit_) << ":" << vec_str(strides_) << "]";
+  os << name() << "[" << vec_str(start_) << ":" << vec_str(limit_) << ":" << vec_str(strides_)
+     << "]";
 }
 std::vector<Tensor> Slice::vjp(const std::vector<Tensor>& in, const Tensor&,
                                const Tensor& ct) const {
@@ -379,11 +406,13 @@ OutputSpec DynamicSlice::infer(const std::vector<Tensor>& in) const {
   expect_arity("dynamic_slice", in, 2);
   check_starts("dynamic_slice", in[0], in[1]);
   if (sizes_.size() != in[0].shape().size()) {
-    fail("dynamic_slice: sizes ", vec_str(sizes_), " do not match the rank of ", shape_str(in[0].shape()));
+    fail("dynamic_slice: sizes ", vec_str(sizes_), " do not match the rank of ",
+         shape_str(in[0].shape()));
   }
   for (size_t i = 0; i < sizes_.size(); ++i) {
     if (sizes_[i] < 0 || sizes_[i] > in[0].shape()[i]) {
-      fail("dynamic_slice: slice sizes ", vec_str(sizes_), " exceed operand shape ", shape_str(in[0].shape()));
+      fail("dynamic_slice: slice sizes ", vec_str(sizes_), " exceed operand shape ",
+           shape_str(in[0].shape()));
     }
   }
   return {sizes_, in[0].dtype()};
@@ -403,7 +432,9 @@ OutputSpec DynamicUpdateSlice::infer(const std::vector<Tensor>& in) const {
   const Shape &xs = in[0].shape(), &us = in[1].shape();
   bool ok = xs.size() == us.size() && in[0].dtype() == in[1].dtype();
   for (size_t i = 0; ok && i < xs.size(); ++i) ok = us[i] <= xs[i];
-  if (!ok) fail("dynamic_update_slice: update ", shapes_str({in[1]}), " does not fit operand ", shapes_str({in[0]}));
+  if (!ok)
+    fail("dynamic_update_slice: update ", shapes_str({in[1]}), " does not fit operand ",
+         shapes_str({in[0]}));
   return {xs, in[0].dtype()};
 }
 std::vector<Tensor> DynamicUpdateSlice::vjp(const std::vector<Tensor>& in, const Tensor&,
@@ -415,12 +446,14 @@ std::vector<Tensor> DynamicUpdateSlice::vjp(const std::vector<Tensor>& in, const
 OutputSpec Concatenate::infer(const std::vector<Tensor>& in) const {
   if (in.empty()) fail("concatenate: needs at least one operand");
   Shape out = in[0].shape();
-  if (axis_ < 0 || axis_ >= int(out.size())) fail("concatenate: axis ", axis_, " out of range for ", shapes_str(in));
+  if (axis_ < 0 || axis_ >= int(out.size()))
+    fail("concatenate: axis ", axis_, " out of range for ", shapes_str(in));
   for (size_t k = 1; k < in.size(); ++k) {
     const Shape& s = in[k].shape();
     bool ok = s.size() == out.size() && in[k].dtype() == in[0].dtype();
     for (size_t i = 0; ok && i < s.size(); ++i) ok = int(i) == axis_ || s[i] == out[i];
-    if (!ok) fail("concatenate: operands must match except along axis ", axis_, ", got ", shapes_str(in));
+    if (!ok)
+      fail("concatenate: operands must match except along axis ", axis_, ", got ", shapes_str(in));
     out[axis_] += s[axis_];
   }
   return {out, in[0].dtype()};
@@ -455,7 +488,8 @@ OutputSpec Pad::infer(const std::vector<Tensor>& in) const {
     if (interior_[i] < 0) fail("pad: interior padding must be >= 0, got ", vec_str(interior_));
     int64_t core = xs[i] == 0 ? 0 : xs[i] + (xs[i] - 1) * interior_[i];
     out[i] = low_[i] + core + high_[i];
-    if (out[i] < 0) fail("pad: negative padding removes more than the ", shape_str(xs), " operand has");
+    if (out[i] < 0)
+      fail("pad: negative padding removes more than the ", shape_str(xs), " operand has");
   }
   return {out, in[0].dtype()};
 }
@@ -463,8 +497,7 @@ bool Pad::equals(const Primitive& o) const {
   auto* p = dynamic_cast<const Pad*>(&o);
   return p && p->low_ == low_ && p->high_ == high_ && p->interior_ == interior_;
 }
-std::vector<Tensor> Pad::vjp(const std::vector<Tensor>&, const Tensor&,
-                             const Tensor& ct) const {
+std::vector<Tensor> Pad::vjp(const std::vector<Tensor>&, const Tensor&, const Tensor& ct) const {
   const size_t n = low_.size();
   Shape nlow(n), nhigh(n), zero(n, 0), step(n);
   for (size_t i = 0; i < n; ++i) {
@@ -481,7 +514,8 @@ std::vector<Tensor> Pad::vjp(const std::vector<Tensor>&, const Tensor&,
 namespace {
 void check_gather(const char* op, const Tensor& x, const Tensor& idx, int axis) {
   if (!is_integer(idx.dtype())) fail(op, ": indices must be integers, got ", shapes_str({x, idx}));
-  if (axis < 0 || axis >= x.ndim()) fail(op, ": axis ", axis, " out of range for ", shape_str(x.shape()));
+  if (axis < 0 || axis >= x.ndim())
+    fail(op, ": axis ", axis, " out of range for ", shape_str(x.shape()));
 }
 Shape gather_shape(const Shape& xs, const Shape& is, int axis) {
   Shape out(xs.begin(), xs.begin() + axis);
@@ -513,8 +547,8 @@ OutputSpec ScatterAdd::infer(const std::vector<Tensor>& in) const {
   check_gather("scatter_add", in[0], in[1], axis_);
   Shape expect = gather_shape(in[0].shape(), in[1].shape(), axis_);
   if (in[2].shape() != expect || in[2].dtype() != in[0].dtype()) {
-    fail("scatter_add: updates must have shape ", shape_str(expect), " and the operand's dtype, got ",
-         shapes_str(in));
+    fail("scatter_add: updates must have shape ", shape_str(expect),
+         " and the operand's dtype, got ", shapes_str(in));
   }
   return {in[0].shape(), in[0].dtype()};
 }
@@ -530,8 +564,8 @@ std::vector<Tensor> ScatterAdd::vjp(const std::vector<Tensor>& in, const Tensor&
 // ------------------------------------------------------------------ reductions
 
 const char* Reduce::name() const {
-  static const char* names[] = {"reduce_sum", "reduce_max", "reduce_min",
-                                "reduce_prod", "reduce_or", "reduce_and"};
+  static const char* names[] = {"reduce_sum",  "reduce_max", "reduce_min",
+                                "reduce_prod", "reduce_or",  "reduce_and"};
   return names[int(op_)];
 }
 
@@ -543,7 +577,8 @@ OutputSpec Reduce::infer(const std::vector<Tensor>& in) const {
     if (!std::binary_search(axes_.begin(), axes_.end(), i)) out.push_back(xs[i]);
   }
   for (int a : axes_) {
-    if (a < 0 || a >= int(xs.size())) fail(name(), ": axis ", a, " out of range for ", shape_str(xs));
+    if (a < 0 || a >= int(xs.size()))
+      fail(name(), ": axis ", a, " out of range for ", shape_str(xs));
     if ((op_ == ReduceOp::kMax || op_ == ReduceOp::kMin) && xs[a] == 0) {
       fail(name(), ": zero-size axis ", a, " of ", shape_str(xs), " has no identity for max/min");
     }
@@ -574,7 +609,8 @@ std::vector<Tensor> Reduce::vjp(const std::vector<Tensor>& in, const Tensor& y,
   const Tensor& x = in[0];
   if (!is_floating(x.dtype())) return {Tensor()};
   switch (op_) {
-    case ReduceOp::kSum: return {unreduce(ct, x.shape(), axes_)};
+    case ReduceOp::kSum:
+      return {unreduce(ct, x.shape(), axes_)};
     case ReduceOp::kMax:
     case ReduceOp::kMin: {
       // The gradient is shared equally among the elements that attain the extremum.
@@ -582,16 +618,20 @@ std::vector<Tensor> Reduce::vjp(const std::vector<Tensor>& in, const Tensor& y,
       Tensor count = sum(mask, axes_);
       return {mask * unreduce(ct / count, x.shape(), axes_)};
     }
-    case ReduceOp::kProd: return {unreduce(ct * y, x.shape(), axes_) / x};
-    default: return {Tensor()};
+    case ReduceOp::kProd:
+      return {unreduce(ct * y, x.shape(), axes_) / x};
+    default:
+      return {Tensor()};
   }
 }
 
 OutputSpec ArgReduce::infer(const std::vector<Tensor>& in) const {
   expect_arity(name(), in, 1);
   const Shape& xs = in[0].shape();
-  if (axis_ < 0 || axis_ >= int(xs.size())) fail(name(), ": axis ", axis_, " out of range for ", shape_str(xs));
-  if (xs[axis_] == 0) fail(name(), ": attempt to get ", name(), " of an empty axis of ", shape_str(xs));
+  if (axis_ < 0 || axis_ >= int(xs.size()))
+    fail(name(), ": axis ", axis_, " out of range for ", shape_str(xs));
+  if (xs[axis_] == 0)
+    fail(name(), ": attempt to get ", name(), " of an empty axis of ", shape_str(xs));
   Shape out = xs;
   out.erase(out.begin() + axis_);
   return {out, int32};
@@ -603,7 +643,8 @@ bool ArgReduce::equals(const Primitive& o) const {
 
 OutputSpec Cumsum::infer(const std::vector<Tensor>& in) const {
   expect_arity("cumsum", in, 1);
-  if (axis_ < 0 || axis_ >= in[0].ndim()) fail("cumsum: axis ", axis_, " out of range for ", shape_str(in[0].shape()));
+  if (axis_ < 0 || axis_ >= in[0].ndim())
+    fail("cumsum: axis ", axis_, " out of range for ", shape_str(in[0].shape()));
   if (in[0].dtype() == bool_) fail("cumsum: not defined for bool operands; convert first");
   return {in[0].shape(), in[0].dtype()};
 }
@@ -619,7 +660,8 @@ std::vector<Tensor> Cumsum::vjp(const std::vector<Tensor>& in, const Tensor&,
 
 OutputSpec Sort::infer(const std::vector<Tensor>& in) const {
   expect_arity(name(), in, 1);
-  if (axis_ < 0 || axis_ >= in[0].ndim()) fail(name(), ": axis ", axis_, " out of range for ", shape_str(in[0].shape()));
+  if (axis_ < 0 || axis_ >= in[0].ndim())
+    fail(name(), ": axis ", axis_, " out of range for ", shape_str(in[0].shape()));
   return {in[0].shape(), indices_ ? int32 : in[0].dtype()};
 }
 bool Sort::equals(const Primitive& o) const {
@@ -644,7 +686,9 @@ OutputSpec DotGeneral::infer(const std::vector<Tensor>& in) const {
          vec_str(dims_.lhs_contract), " with ", vec_str(dims_.rhs_contract), ", batch ",
          vec_str(dims_.lhs_batch), " with ", vec_str(dims_.rhs_batch));
   };
-  if (in[0].dtype() != in[1].dtype()) bad(std::string("dtypes differ: ") + dtype_name(in[0].dtype()) + " and " + dtype_name(in[1].dtype()));
+  if (in[0].dtype() != in[1].dtype())
+    bad(std::string("dtypes differ: ") + dtype_name(in[0].dtype()) + " and " +
+        dtype_name(in[1].dtype()));
   if (in[0].dtype() == bool_) bad("bool operands are not supported");
   if (dims_.lhs_batch.size() != dims_.rhs_batch.size() ||
       dims_.lhs_contract.size() != dims_.rhs_contract.size()) {
@@ -665,7 +709,8 @@ OutputSpec DotGeneral::infer(const std::vector<Tensor>& in) const {
   for (size_t i = 0; i < dims_.lhs_contract.size(); ++i) {
     use(ua, dims_.lhs_contract[i], as);
     use(ub, dims_.rhs_contract[i], bs);
-    if (as[dims_.lhs_contract[i]] != bs[dims_.rhs_contract[i]]) bad("contracting dimension sizes differ");
+    if (as[dims_.lhs_contract[i]] != bs[dims_.rhs_contract[i]])
+      bad("contracting dimension sizes differ");
   }
   for (size_t d = 0; d < as.size(); ++d) {
     if (!ua[d]) out.push_back(as[d]);
@@ -685,7 +730,8 @@ void DotGeneral::print(std::ostream& os) const {
 }
 
 namespace {
-std::vector<int> free_dims(int ndim, const std::vector<int>& batch, const std::vector<int>& contract) {
+std::vector<int> free_dims(int ndim, const std::vector<int>& batch,
+                           const std::vector<int>& contract) {
   std::vector<int> out;
   for (int d = 0; d < ndim; ++d) {
     if (std::find(batch.begin(), batch.end(), d) == batch.end() &&
@@ -757,8 +803,10 @@ bool Iota::equals(const Primitive& o) const {
 
 OutputSpec Softmax::infer(const std::vector<Tensor>& in) const {
   expect_arity(name(), in, 1);
-  if (!is_floating(in[0].dtype())) fail(name(), ": expects a floating operand, got ", shapes_str(in));
-  if (axis_ < 0 || axis_ >= in[0].ndim()) fail(name(), ": axis ", axis_, " out of range for ", shape_str(in[0].shape()));
+  if (!is_floating(in[0].dtype()))
+    fail(name(), ": expects a floating operand, got ", shapes_str(in));
+  if (axis_ < 0 || axis_ >= in[0].ndim())
+    fail(name(), ": axis ", axis_, " out of range for ", shape_str(in[0].shape()));
   return {in[0].shape(), in[0].dtype()};
 }
 bool Softmax::equals(const Primitive& o) const {

@@ -13,15 +13,52 @@ namespace axlearn {
 // ---- elementwise ----
 
 enum class UnaryOp : uint8_t {
-  kNeg, kAbs, kSign, kExp, kExpm1, kLog, kLog1p, kSqrt, kRsqrt, kTanh, kLogistic, kErf, kErfInv,
-  kSin, kCos, kFloor, kCeil, kRound, kLogicalNot, kIsFinite, kSquare, kReciprocal,
+  kNeg,
+  kAbs,
+  kSign,
+  kExp,
+  kExpm1,
+  kLog,
+  kLog1p,
+  kSqrt,
+  kRsqrt,
+  kTanh,
+  kLogistic,
+  kErf,
+  kErfInv,
+  kSin,
+  kCos,
+  kFloor,
+  kCeil,
+  kRound,
+  kLogicalNot,
+  kIsFinite,
+  kSquare,
+  kReciprocal,
 };
 const char* unary_op_name(UnaryOp op);
 
 enum class BinaryOp : uint8_t {
-  kAdd, kSub, kMul, kDiv, kPow, kMax, kMin, kRem, kAtan2,
-  kAnd, kOr, kXor, kShiftLeft, kShiftRightLogical,
-  kEq, kNe, kLt, kLe, kGt, kGe,
+  kAdd,
+  kSub,
+  kMul,
+  kDiv,
+  kPow,
+  kMax,
+  kMin,
+  kRem,
+  kAtan2,
+  kAnd,
+  kOr,
+  kXor,
+  kShiftLeft,
+  kShiftRightLogical,
+  kEq,
+  kNe,
+  kLt,
+  kLe,
+  kGt,
+  kGe,
 };
 const char* binary_op_name(BinaryOp op);
 inline bool is_comparison(BinaryOp op) { return op >= BinaryOp::kEq; }
@@ -120,7 +157,8 @@ class StopGradient : public Primitive {
 // lax.broadcast_in_dim: operand dim i maps to output dim dims[i] (size equal or 1).
 class BroadcastInDim : public Primitive {
  public:
-  BroadcastInDim(Shape shape, std::vector<int> dims) : shape_(std::move(shape)), dims_(std::move(dims)) {}
+  BroadcastInDim(Shape shape, std::vector<int> dims)
+      : shape_(std::move(shape)), dims_(std::move(dims)) {}
   const char* name() const override { return "broadcast_in_dim"; }
   OutputSpec infer(const std::vector<Tensor>& in) const override;
   void eval_cpu(const std::vector<Array>& in, Array& out) const override;

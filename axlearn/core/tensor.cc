@@ -169,8 +169,7 @@ std::ostream& operator<<(std::ostream& os, const Tensor& t) {
   return os << ", dtype=" << a.dtype << ")";
 }
 
-std::vector<Tensor> Primitive::vjp(const std::vector<Tensor>&, const Tensor&,
-                                   const Tensor&) const {
+std::vector<Tensor> Primitive::vjp(const std::vector<Tensor>&, const Tensor&, const Tensor&) const {
   fail(name(), ": this operation is not differentiable");
 }
 

@@ -93,7 +93,8 @@ std::ostream& operator<<(std::ostream& os, const Tensor& t);
 
 template <typename T>
 T Tensor::item() const {
-  if (size() != 1) fail("item(): tensor of shape ", shape_str(shape()), " has ", size(), " elements, not 1");
+  if (size() != 1)
+    fail("item(): tensor of shape ", shape_str(shape()), " has ", size(), " elements, not 1");
   const Array& a = array();
   return dispatch_dtype(a.dtype, [&](auto v) -> T {
     using S = decltype(v);

@@ -122,7 +122,6 @@ Tensor add_cotangent(const Tensor& acc, const Tensor& ct) {
   return acc.defined() ? add(acc, ct) : ct;
 }
 
-
 using CotangentFn = std::function<std::vector<Tensor>(const std::vector<Tensor>& outputs)>;
 
 VjpResult vjp_impl(const VectorFn& fn, const std::vector<Tensor>& primals,
@@ -139,8 +138,8 @@ VjpResult vjp_impl(const VectorFn& fn, const std::vector<Tensor>& primals,
   }
   for (size_t i = 0; i < cotangents.size(); ++i) {
     if (cotangents[i].shape() != result.outputs[i].shape()) {
-      fail("vjp: cotangent ", i, " has shape ", shape_str(cotangents[i].shape()),
-           " but output ", i, " has shape ", shape_str(result.outputs[i].shape()));
+      fail("vjp: cotangent ", i, " has shape ", shape_str(cotangents[i].shape()), " but output ", i,
+           " has shape ", shape_str(result.outputs[i].shape()));
     }
   }
 
@@ -202,8 +201,8 @@ VjpResult vjp_impl(const VectorFn& fn, const std::vector<Tensor>& primals,
       auto d = depends.find(in.node_ptr().get());
       if (!in_cts[k].defined() || d == depends.end() || !d->second) continue;
       Tensor c = in_cts[k];
-      AXLEARN_CHECK(c.shape() == in.shape(), t.primitive()->name(), " vjp shape: ",
-                    shape_str(c.shape()), " vs ", shape_str(in.shape()));
+      AXLEARN_CHECK(c.shape() == in.shape(), t.primitive()->name(),
+                    " vjp shape: ", shape_str(c.shape()), " vs ", shape_str(in.shape()));
       if (c.dtype() != in.dtype()) c = astype(c, in.dtype());
       ct_map[in.node_ptr().get()] = add_cotangent(ct_map[in.node_ptr().get()], c);
     }
@@ -230,9 +229,11 @@ namespace {
 std::vector<Tensor> ones_for_scalar(const std::vector<Tensor>& outs) {
   if (outs.size() != 1 || outs[0].ndim() != 0) {
     fail("grad: the function must return one scalar, got ",
-         outs.size() == 1 ? "shape " + shape_str(outs[0].shape()) : std::to_string(outs.size()) + " outputs");
+         outs.size() == 1 ? "shape " + shape_str(outs[0].shape())
+                          : std::to_string(outs.size()) + " outputs");
   }
-  if (!is_floating(outs[0].dtype())) fail("grad: the function's output has dtype ", outs[0].dtype(), "; it must be a float");
+  if (!is_floating(outs[0].dtype()))
+    fail("grad: the function's output has dtype ", outs[0].dtype(), "; it must be a float");
   return {ones({}, outs[0].dtype())};
 }
 }  // namespace
@@ -244,7 +245,8 @@ ValueAndGrad value_and_grad(const ScalarFn& fn, const std::vector<Tensor>& args,
   }
   std::vector<Tensor> primals;
   for (int a : argnums) {
-    if (a < 0 || a >= int(args.size())) fail("grad: argnum ", a, " out of range for ", args.size(), " arguments");
+    if (a < 0 || a >= int(args.size()))
+      fail("grad: argnum ", a, " out of range for ", args.size(), " arguments");
     primals.push_back(args[a]);
   }
   auto wrapped = [&](const std::vector<Tensor>& ps) {
@@ -282,7 +284,8 @@ NestedValueAndGrad value_and_grad(const std::function<Tensor(const NestedTensor&
       [&](const NestedTensor& p) { return std::make_pair(fn(p), NestedTensor()); }, params);
 }
 
-NestedTensor grad(const std::function<Tensor(const NestedTensor&)>& fn, const NestedTensor& params) {
+NestedTensor grad(const std::function<Tensor(const NestedTensor&)>& fn,
+                  const NestedTensor& params) {
   return value_and_grad(fn, params).grads;
 }
 

@@ -1,11 +1,12 @@
 // eval and autodiff behaviour that is about the graph rather than one op: laziness, graph
 // release after eval, steady-state memory in a training loop, trees, multiple outputs.
+#include "axlearn/core/transforms.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 
 #include "axlearn/core/ops.h"
-#include "axlearn/core/transforms.h"
 
 namespace axlearn {
 namespace {

@@ -1,7 +1,6 @@
 // Elementwise CPU kernels: chunk functions (shared with compile's fused loops), strided loads,
 // rounding stores, vectorisable float math, and the eager kernels of the elementwise primitives.
 #include "axlearn/backends/cpu/elementwise.h"
-#include "axlearn/backends/cpu/math.h"
 
 #include <omp.h>
 
@@ -9,6 +8,8 @@
 #include <cstring>
 #include <limits>
 #include <type_traits>
+
+#include "axlearn/backends/cpu/math.h"
 
 namespace axlearn::cpu {
 
@@ -81,7 +82,8 @@ void unary_chunk(UnaryOp op, const T* x, T* y, int64_t n) {
       case UnaryOp::kLogicalNot:
         for (int64_t i = 0; i < n; ++i) y[i] = !x[i];
         return;
-      default: break;
+      default:
+        break;
     }
   } else if constexpr (!kIsFloat<T>) {
     switch (op) {
@@ -104,7 +106,8 @@ void unary_chunk(UnaryOp op, const T* x, T* y, int64_t n) {
       case UnaryOp::kLogicalNot:
         for (int64_t i = 0; i < n; ++i) y[i] = ~x[i];
         return;
-      default: break;
+      default:
+        break;
     }
   } else {
     constexpr bool f32 = std::is_same_v<T, float>;
@@ -189,7 +192,8 @@ void unary_chunk(UnaryOp op, const T* x, T* y, int64_t n) {
       case UnaryOp::kReciprocal:
         for (int64_t i = 0; i < n; ++i) y[i] = T(1) / x[i];
         return;
-      default: break;
+      default:
+        break;
     }
   }
   AXLEARN_CHECK(false, "unary op ", unary_op_name(op), " has no kernel for this dtype");
@@ -209,16 +213,22 @@ template <typename T>
 void binary_chunk(BinaryOp op, const T* a, const T* b, T* y, int64_t n) {
   switch (op) {
     case BinaryOp::kAdd:
-      if constexpr (std::is_same_v<T, bool>) break;
-      else for (int64_t i = 0; i < n; ++i) y[i] = a[i] + b[i];
+      if constexpr (std::is_same_v<T, bool>)
+        break;
+      else
+        for (int64_t i = 0; i < n; ++i) y[i] = a[i] + b[i];
       return;
     case BinaryOp::kSub:
-      if constexpr (std::is_same_v<T, bool>) break;
-      else for (int64_t i = 0; i < n; ++i) y[i] = a[i] - b[i];
+      if constexpr (std::is_same_v<T, bool>)
+        break;
+      else
+        for (int64_t i = 0; i < n; ++i) y[i] = a[i] - b[i];
       return;
     case BinaryOp::kMul:
-      if constexpr (std::is_same_v<T, bool>) break;
-      else for (int64_t i = 0; i < n; ++i) y[i] = a[i] * b[i];
+      if constexpr (std::is_same_v<T, bool>)
+        break;
+      else
+        for (int64_t i = 0; i < n; ++i) y[i] = a[i] * b[i];
       return;
     case BinaryOp::kDiv:
       if constexpr (kIsFloat<T>) {
@@ -297,7 +307,8 @@ void binary_chunk(BinaryOp op, const T* a, const T* b, T* y, int64_t n) {
         return;
       }
       break;
-    default: break;
+    default:
+      break;
   }
   AXLEARN_CHECK(false, "binary op ", binary_op_name(op), " has no kernel for this dtype");
 }
@@ -305,13 +316,26 @@ void binary_chunk(BinaryOp op, const T* a, const T* b, T* y, int64_t n) {
 template <typename T>
 void compare_chunk(BinaryOp op, const T* a, const T* b, bool* y, int64_t n) {
   switch (op) {
-    case BinaryOp::kEq: for (int64_t i = 0; i < n; ++i) y[i] = a[i] == b[i]; return;
-    case BinaryOp::kNe: for (int64_t i = 0; i < n; ++i) y[i] = a[i] != b[i]; return;
-    case BinaryOp::kLt: for (int64_t i = 0; i < n; ++i) y[i] = a[i] < b[i]; return;
-    case BinaryOp::kLe: for (int64_t i = 0; i < n; ++i) y[i] = a[i] <= b[i]; return;
-    case BinaryOp::kGt: for (int64_t i = 0; i < n; ++i) y[i] = a[i] > b[i]; return;
-    case BinaryOp::kGe: for (int64_t i = 0; i < n; ++i) y[i] = a[i] >= b[i]; return;
-    default: AXLEARN_CHECK(false, "compare_chunk: ", binary_op_name(op));
+    case BinaryOp::kEq:
+      for (int64_t i = 0; i < n; ++i) y[i] = a[i] == b[i];
+      return;
+    case BinaryOp::kNe:
+      for (int64_t i = 0; i < n; ++i) y[i] = a[i] != b[i];
+      return;
+    case BinaryOp::kLt:
+      for (int64_t i = 0; i < n; ++i) y[i] = a[i] < b[i];
+      return;
+    case BinaryOp::kLe:
+      for (int64_t i = 0; i < n; ++i) y[i] = a[i] <= b[i];
+      return;
+    case BinaryOp::kGt:
+      for (int64_t i = 0; i < n; ++i) y[i] = a[i] > b[i];
+      return;
+    case BinaryOp::kGe:
+      for (int64_t i = 0; i < n; ++i) y[i] = a[i] >= b[i];
+      return;
+    default:
+      AXLEARN_CHECK(false, "compare_chunk: ", binary_op_name(op));
   }
 }
 
@@ -401,7 +425,8 @@ void store_chunk(const C* in, Dtype dtype, void* base, int64_t start, int64_t n)
 
 void round_chunk(Dtype dtype, float* x, int64_t n) {
   if (dtype == bfloat16) {
-    for (int64_t i = 0; i < n; ++i) x[i] = f32_from_bits(uint32_t(bfloat16_t::from_float(x[i])) << 16);
+    for (int64_t i = 0; i < n; ++i)
+      x[i] = f32_from_bits(uint32_t(bfloat16_t::from_float(x[i])) << 16);
   } else if (dtype == float16) {
     for (int64_t i = 0; i < n; ++i) x[i] = float16_t::to_float(float16_t::from_float(x[i]));
   }
@@ -419,13 +444,13 @@ void parallel_chunks(int64_t n, int64_t grain, const std::function<void(int64_t,
   for (int64_t b = 0; b < blocks; ++b) body(b * grain, std::min(n, (b + 1) * grain));
 }
 
-#define AXLEARN_INSTANTIATE_CHUNKS(T)                                               \
-  template void unary_chunk<T>(UnaryOp, const T*, T*, int64_t);                     \
-  template void unary_chunk_to_bool<T>(UnaryOp, const T*, bool*, int64_t);          \
-  template void binary_chunk<T>(BinaryOp, const T*, const T*, T*, int64_t);         \
-  template void compare_chunk<T>(BinaryOp, const T*, const T*, bool*, int64_t);     \
-  template void select_chunk<T>(const bool*, const T*, const T*, T*, int64_t);      \
-  template void load_chunk<T>(const Array&, int64_t, int64_t, T*);                  \
+#define AXLEARN_INSTANTIATE_CHUNKS(T)                                           \
+  template void unary_chunk<T>(UnaryOp, const T*, T*, int64_t);                 \
+  template void unary_chunk_to_bool<T>(UnaryOp, const T*, bool*, int64_t);      \
+  template void binary_chunk<T>(BinaryOp, const T*, const T*, T*, int64_t);     \
+  template void compare_chunk<T>(BinaryOp, const T*, const T*, bool*, int64_t); \
+  template void select_chunk<T>(const bool*, const T*, const T*, T*, int64_t);  \
+  template void load_chunk<T>(const Array&, int64_t, int64_t, T*);              \
   template void store_chunk<T>(const T*, Dtype, void*, int64_t, int64_t);
 AXLEARN_INSTANTIATE_CHUNKS(float)
 AXLEARN_INSTANTIATE_CHUNKS(double)
@@ -444,14 +469,29 @@ namespace {
 template <typename Fn>
 void dispatch_compute(Dtype d, Fn&& fn) {
   switch (compute_dtype(d)) {
-    case Dtype::kF32: fn(float{}); break;
-    case Dtype::kF64: fn(double{}); break;
-    case Dtype::kI32: fn(int32_t{}); break;
-    case Dtype::kI64: fn(int64_t{}); break;
-    case Dtype::kU32: fn(uint32_t{}); break;
-    case Dtype::kU8: fn(uint8_t{}); break;
-    case Dtype::kBool: fn(bool{}); break;
-    default: AXLEARN_CHECK(false, "no compute type for ", d);
+    case Dtype::kF32:
+      fn(float{});
+      break;
+    case Dtype::kF64:
+      fn(double{});
+      break;
+    case Dtype::kI32:
+      fn(int32_t{});
+      break;
+    case Dtype::kI64:
+      fn(int64_t{});
+      break;
+    case Dtype::kU32:
+      fn(uint32_t{});
+      break;
+    case Dtype::kU8:
+      fn(uint8_t{});
+      break;
+    case Dtype::kBool:
+      fn(bool{});
+      break;
+    default:
+      AXLEARN_CHECK(false, "no compute type for ", d);
   }
 }
 

@@ -1,9 +1,8 @@
 // dot_general on the CPU. Operands are viewed as (batch, M, K) x (batch, K, N) without copying
 // when their strides allow it; f32 and bf16 run on oneDNN's matmul (f32 accumulation), f16 goes
 // through f32, and f64/integers use a blocked reference loop.
-#include <dnnl.hpp>
-
 #include <algorithm>
+#include <dnnl.hpp>
 #include <map>
 #include <tuple>
 
@@ -15,9 +14,9 @@ namespace axlearn {
 namespace {
 
 struct Matrix3 {
-  Array data;  // the (possibly copied) operand
-  int64_t b, r, c;       // batch, rows, cols
-  int64_t sb, sr, sc;    // strides in elements
+  Array data;          // the (possibly copied) operand
+  int64_t b, r, c;     // batch, rows, cols
+  int64_t sb, sr, sc;  // strides in elements
 };
 
 // Collapses `dims` (given as operand axes, in order) into one (size, stride) when the view allows.
@@ -160,13 +159,15 @@ void DotGeneral::eval_cpu(const std::vector<Array>& in, Array& out) const {
   std::vector<int> a_free, b_free;
   for (int d = 0; d < a.ndim(); ++d) {
     if (std::find(dims_.lhs_batch.begin(), dims_.lhs_batch.end(), d) == dims_.lhs_batch.end() &&
-        std::find(dims_.lhs_contract.begin(), dims_.lhs_contract.end(), d) == dims_.lhs_contract.end()) {
+        std::find(dims_.lhs_contract.begin(), dims_.lhs_contract.end(), d) ==
+            dims_.lhs_contract.end()) {
       a_free.push_back(d);
     }
   }
   for (int d = 0; d < b.ndim(); ++d) {
     if (std::find(dims_.rhs_batch.begin(), dims_.rhs_batch.end(), d) == dims_.rhs_batch.end() &&
-        std::find(dims_.rhs_contract.begin(), dims_.rhs_contract.end(), d) == dims_.rhs_contract.end()) {
+        std::find(dims_.rhs_contract.begin(), dims_.rhs_contract.end(), d) ==
+            dims_.rhs_contract.end()) {
       b_free.push_back(d);
     }
   }
@@ -181,8 +182,12 @@ void DotGeneral::eval_cpu(const std::vector<Array>& in, Array& out) const {
   Matrix3 am = as_matrix(a, dims_.lhs_batch, a_free, dims_.lhs_contract);
   Matrix3 bm = as_matrix(b, dims_.rhs_batch, dims_.rhs_contract, b_free);
   switch (out.dtype) {
-    case Dtype::kF32: run_onednn(am, bm, out, dnnl::memory::data_type::f32); return;
-    case Dtype::kBF16: run_onednn(am, bm, out, dnnl::memory::data_type::bf16); return;
+    case Dtype::kF32:
+      run_onednn(am, bm, out, dnnl::memory::data_type::f32);
+      return;
+    case Dtype::kBF16:
+      run_onednn(am, bm, out, dnnl::memory::data_type::bf16);
+      return;
     case Dtype::kF16: {
       // Through f32: exact products, f32 accumulation, one rounding at the end.
       auto widen = [](const Matrix3& m) {
@@ -205,12 +210,23 @@ void DotGeneral::eval_cpu(const std::vector<Array>& in, Array& out) const {
       cpu::store_chunk<float>(tmp.data<float>(), float16, out.raw(), 0, out.size());
       return;
     }
-    case Dtype::kF64: run_reference<double>(am, bm, out); return;
-    case Dtype::kI32: run_reference<int32_t>(am, bm, out); return;
-    case Dtype::kI64: run_reference<int64_t>(am, bm, out); return;
-    case Dtype::kU32: run_reference<uint32_t>(am, bm, out); return;
-    case Dtype::kU8: run_reference<uint8_t>(am, bm, out); return;
-    default: fail("dot_general: unsupported dtype ", out.dtype);
+    case Dtype::kF64:
+      run_reference<double>(am, bm, out);
+      return;
+    case Dtype::kI32:
+      run_reference<int32_t>(am, bm, out);
+      return;
+    case Dtype::kI64:
+      run_reference<int64_t>(am, bm, out);
+      return;
+    case Dtype::kU32:
+      run_reference<uint32_t>(am, bm, out);
+      return;
+    case Dtype::kU8:
+      run_reference<uint8_t>(am, bm, out);
+      return;
+    default:
+      fail("dot_general: unsupported dtype ", out.dtype);
   }
 }
 

@@ -53,15 +53,21 @@ template <typename C>
 C identity(ReduceOp op) {
   switch (op) {
     case ReduceOp::kSum:
-    case ReduceOp::kAny: return C(0);
+    case ReduceOp::kAny:
+      return C(0);
     case ReduceOp::kProd:
-    case ReduceOp::kAll: return C(1);
+    case ReduceOp::kAll:
+      return C(1);
     case ReduceOp::kMax:
-      if constexpr (std::is_floating_point_v<C>) return -std::numeric_limits<C>::infinity();
-      else return std::numeric_limits<C>::lowest();
+      if constexpr (std::is_floating_point_v<C>)
+        return -std::numeric_limits<C>::infinity();
+      else
+        return std::numeric_limits<C>::lowest();
     case ReduceOp::kMin:
-      if constexpr (std::is_floating_point_v<C>) return std::numeric_limits<C>::infinity();
-      else return std::numeric_limits<C>::max();
+      if constexpr (std::is_floating_point_v<C>)
+        return std::numeric_limits<C>::infinity();
+      else
+        return std::numeric_limits<C>::max();
   }
   return C(0);
 }
@@ -69,18 +75,27 @@ C identity(ReduceOp op) {
 template <typename C>
 inline C combine(ReduceOp op, C a, C b) {
   switch (op) {
-    case ReduceOp::kSum: return a + b;
+    case ReduceOp::kSum:
+      return a + b;
     case ReduceOp::kProd:
-      if constexpr (std::is_same_v<C, bool>) return a && b;
-      else return a * b;
+      if constexpr (std::is_same_v<C, bool>)
+        return a && b;
+      else
+        return a * b;
     case ReduceOp::kMax:
-      if constexpr (std::is_floating_point_v<C>) return (a != a || a > b) ? a : b;
-      else return a > b ? a : b;
+      if constexpr (std::is_floating_point_v<C>)
+        return (a != a || a > b) ? a : b;
+      else
+        return a > b ? a : b;
     case ReduceOp::kMin:
-      if constexpr (std::is_floating_point_v<C>) return (a != a || a < b) ? a : b;
-      else return a < b ? a : b;
-    case ReduceOp::kAny: return a || b;
-    case ReduceOp::kAll: return a && b;
+      if constexpr (std::is_floating_point_v<C>)
+        return (a != a || a < b) ? a : b;
+      else
+        return a < b ? a : b;
+    case ReduceOp::kAny:
+      return a || b;
+    case ReduceOp::kAll:
+      return a && b;
   }
   return a;
 }
@@ -240,8 +255,10 @@ void Sort::eval_cpu(const std::vector<Array>& in, Array& out) const {
           if constexpr (std::is_same_v<T, bool>) {
             return !p[i * b.inner] && p[j * b.inner];
           } else {
-            auto a = cast_value<std::conditional_t<std::is_integral_v<T>, T, double>>(p[i * b.inner]);
-            auto c = cast_value<std::conditional_t<std::is_integral_v<T>, T, double>>(p[j * b.inner]);
+            auto a =
+                cast_value<std::conditional_t<std::is_integral_v<T>, T, double>>(p[i * b.inner]);
+            auto c =
+                cast_value<std::conditional_t<std::is_integral_v<T>, T, double>>(p[j * b.inner]);
             if constexpr (!std::is_integral_v<T>) {
               if (a != a) return false;  // NaN sorts last
               if (c != c) return true;
@@ -284,8 +301,10 @@ void softmax_row(const C* x, C* y, int64_t n, int64_t stride, bool log) {
   }
   if (log) {
     C ls;
-    if constexpr (std::is_same_v<C, float>) ls = log_impl(s);
-    else ls = std::log(s);
+    if constexpr (std::is_same_v<C, float>)
+      ls = log_impl(s);
+    else
+      ls = std::log(s);
     for (int64_t j = 0; j < n; ++j) y[j * stride] = x[j * stride] - m - ls;
   } else {
     C inv = C(1) / s;

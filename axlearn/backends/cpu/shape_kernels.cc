@@ -231,8 +231,8 @@ void ScatterAdd::eval_cpu(const std::vector<Array>& in, Array& out) const {
   for (auto& i : idx) i = normalize_index(i, a.n);
   dispatch_dtype(out.dtype, [&](auto t) {
     using T = decltype(t);
-    using C = std::conditional_t<std::is_same_v<T, bfloat16_t> || std::is_same_v<T, float16_t>,
-                                 float, T>;
+    using C =
+        std::conditional_t<std::is_same_v<T, bfloat16_t> || std::is_same_v<T, float16_t>, float, T>;
     T* dst = out.data<T>();
     const T* src = u.data<T>();
     // Each outer slice is independent; within one, updates run in index order (deterministic).
