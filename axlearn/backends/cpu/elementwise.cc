@@ -465,36 +465,6 @@ AXLEARN_INSTANTIATE_CHUNKS(bool)
 
 namespace {
 
-// Calls fn(C{}) with C the compute type of dtype d.
-template <typename Fn>
-void dispatch_compute(Dtype d, Fn&& fn) {
-  switch (compute_dtype(d)) {
-    case Dtype::kF32:
-      fn(float{});
-      break;
-    case Dtype::kF64:
-      fn(double{});
-      break;
-    case Dtype::kI32:
-      fn(int32_t{});
-      break;
-    case Dtype::kI64:
-      fn(int64_t{});
-      break;
-    case Dtype::kU32:
-      fn(uint32_t{});
-      break;
-    case Dtype::kU8:
-      fn(uint8_t{});
-      break;
-    case Dtype::kBool:
-      fn(bool{});
-      break;
-    default:
-      AXLEARN_CHECK(false, "no compute type for ", d);
-  }
-}
-
 // Grain (elements per parallel task): large enough to amortise a fork.
 constexpr int64_t kGrain = 1 << 15;
 
@@ -598,14 +568,42 @@ void Select::eval_cpu(const std::vector<Array>& in, Array& out) const {
   });
 }
 
+namespace {
+// Element-by-element conversion from storage type to storage type, for pairs where going through
+// a shared compute type could lose bits (64-bit integers, f64 to 16-bit floats, 32-bit integers
+// with floats).
+void convert_direct(const Array& x, Array& out) {
+  const Array xc = contiguous(x);
+  const int64_t n = out.size();
+  dispatch_dtype(xc.dtype, [&](auto f) {
+    using F = decltype(f);
+    dispatch_dtype(out.dtype, [&](auto t) {
+      using T = decltype(t);
+      const F* src = xc.data<F>();
+      T* dst = out.data<T>();
+      for (int64_t i = 0; i < n; ++i) dst[i] = cast_value<T>(src[i]);
+    });
+  });
+}
+}  // namespace
+
 void Convert::eval_cpu(const std::vector<Array>& in, Array& out) const {
   out = Array::empty(out.shape, out.dtype);
   const Array& x = in[0];
-  const int64_t n = out.size();
-  // Go through the wider of the two compute types so no value is rounded twice.
+  const Dtype from = x.dtype, to = out.dtype;
+  auto wide_int = [](Dtype d) { return d == int64 || d == int32 || d == uint32; };
+  const bool direct = from == int64 || to == int64 ||
+                      (from == float64 && (to == bfloat16 || to == float16)) ||
+                      ((is_floating(from) || is_floating(to)) && (wide_int(from) || wide_int(to)));
+  if (direct) {
+    convert_direct(x, out);
+    return;
+  }
+  // Otherwise one shared compute type holds every value exactly: f64 if either side is f64,
+  // f32 for the other floats, int64 among narrow integers.
   auto go = [&](auto tag) {
     using C = decltype(tag);
-    parallel_chunks(n, kGrain, [&](int64_t begin, int64_t end) {
+    parallel_chunks(out.size(), kGrain, [&](int64_t begin, int64_t end) {
       alignas(64) C buf[kChunk];
       for (int64_t s = begin; s < end; s += kChunk) {
         const int64_t len = std::min(kChunk, end - s);
@@ -614,62 +612,9 @@ void Convert::eval_cpu(const std::vector<Array>& in, Array& out) const {
       }
     });
   };
-  Dtype from = x.dtype, to = out.dtype;
   if (from == float64 || to == float64) {
-    if (from == float64 && (to == bfloat16 || to == float16)) {
-      // Round once from the exact f64 value.
-      Array xc = contiguous(x);
-      dispatch_dtype(to, [&](auto t) {
-        using S = decltype(t);
-        if constexpr (std::is_same_v<S, bfloat16_t> || std::is_same_v<S, float16_t>) {
-          const double* src = xc.data<double>();
-          S* dst = out.data<S>();
-          for (int64_t i = 0; i < n; ++i) dst[i] = cast_value<S>(src[i]);
-        }
-      });
-      return;
-    }
-    if (from == int64 || to == int64) {
-      // int64 <-> f64: convert directly element by element.
-      Array xc = contiguous(x);
-      dispatch_dtype(from, [&](auto f) {
-        using F = decltype(f);
-        dispatch_dtype(to, [&](auto t) {
-          using T = decltype(t);
-          const F* src = xc.data<F>();
-          T* dst = out.data<T>();
-          for (int64_t i = 0; i < n; ++i) dst[i] = cast_value<T>(src[i]);
-        });
-      });
-      return;
-    }
     go(double{});
-  } else if (from == int64 || to == int64) {
-    Array xc = contiguous(x);
-    dispatch_dtype(from, [&](auto f) {
-      using F = decltype(f);
-      dispatch_dtype(to, [&](auto t) {
-        using T = decltype(t);
-        const F* src = xc.data<F>();
-        T* dst = out.data<T>();
-        for (int64_t i = 0; i < n; ++i) dst[i] = cast_value<T>(src[i]);
-      });
-    });
   } else if (is_floating(from) || is_floating(to)) {
-    if (from == uint32 || to == uint32 || from == int32 || to == int32) {
-      // int32/uint32 values are not all exact in f32: convert directly.
-      Array xc = contiguous(x);
-      dispatch_dtype(from, [&](auto f) {
-        using F = decltype(f);
-        dispatch_dtype(to, [&](auto t) {
-          using T = decltype(t);
-          const F* src = xc.data<F>();
-          T* dst = out.data<T>();
-          for (int64_t i = 0; i < n; ++i) dst[i] = cast_value<T>(src[i]);
-        });
-      });
-      return;
-    }
     go(float{});
   } else {
     go(int64_t{});

@@ -43,6 +43,27 @@ void store_chunk(const C* in, Dtype dtype, void* base, int64_t start, int64_t n)
 // what storing then loading would give.
 void round_chunk(Dtype dtype, float* x, int64_t n);
 
+// Calls fn(C{}) with C the compute type of storage dtype d (16-bit floats compute in float).
+template <typename Fn>
+decltype(auto) dispatch_compute(Dtype d, Fn&& fn) {
+  switch (compute_dtype(d)) {
+    case Dtype::kBool:
+      return fn(bool{});
+    case Dtype::kU8:
+      return fn(uint8_t{});
+    case Dtype::kU32:
+      return fn(uint32_t{});
+    case Dtype::kI32:
+      return fn(int32_t{});
+    case Dtype::kI64:
+      return fn(int64_t{});
+    case Dtype::kF64:
+      return fn(double{});
+    default:
+      return fn(float{});
+  }
+}
+
 // Runs body(begin, end) over [0, n) split into chunk-aligned ranges on the OpenMP threads
 // (serially below a size threshold).
 void parallel_chunks(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& body);

@@ -14,26 +14,7 @@ namespace {
 
 using cpu::kChunk;
 
-// Calls fn(C{}) with C the compute type of storage dtype d (16-bit floats compute in float).
-template <typename Fn>
-decltype(auto) dispatch_compute(Dtype d, Fn&& fn) {
-  switch (compute_dtype(d)) {
-    case Dtype::kBool:
-      return fn(bool{});
-    case Dtype::kU8:
-      return fn(uint8_t{});
-    case Dtype::kU32:
-      return fn(uint32_t{});
-    case Dtype::kI32:
-      return fn(int32_t{});
-    case Dtype::kI64:
-      return fn(int64_t{});
-    case Dtype::kF64:
-      return fn(double{});
-    default:
-      return fn(float{});
-  }
-}
+using cpu::dispatch_compute;
 
 bool is_16bit_float(Dtype d) { return d == Dtype::kBF16 || d == Dtype::kF16; }
 
