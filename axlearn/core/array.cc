@@ -53,10 +53,25 @@ void* CpuAllocator::allocate(size_t nbytes) {
 
 void CpuAllocator::deallocate(void* p, size_t nbytes) {
   size_t n = round_size(nbytes);
-  std::lock_guard<std::mutex> l(mu_);
-  in_use_ -= n;
-  free_[n].push_back(p);
-  cached_ += n;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    in_use_ -= n;
+    if (cached_ + n <= cache_limit_) {
+      free_[n].push_back(p);
+      cached_ += n;
+      return;
+    }
+  }
+  std::free(p);
+}
+
+void CpuAllocator::set_cache_limit(size_t bytes) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    cache_limit_ = bytes;
+    if (cached_ <= cache_limit_) return;
+  }
+  clear_cache();
 }
 
 void CpuAllocator::clear_cache() {

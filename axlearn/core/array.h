@@ -31,6 +31,9 @@ class CpuAllocator {
   void deallocate(void* p, size_t nbytes);
   // Returns cached blocks to the system.
   void clear_cache();
+  // Freed blocks are returned to the system instead of cached once the cache holds this many
+  // bytes (default 4 GiB).
+  void set_cache_limit(size_t bytes);
 
   size_t bytes_in_use() const;  // live blocks, rounded sizes
   size_t peak_bytes() const;    // max of bytes_in_use since the last reset_peak()
@@ -43,6 +46,7 @@ class CpuAllocator {
   mutable std::mutex mu_;
   std::unordered_map<size_t, std::vector<void*>> free_;
   size_t in_use_ = 0, peak_ = 0, cached_ = 0;
+  size_t cache_limit_ = size_t(4) << 30;
 };
 
 struct Storage {

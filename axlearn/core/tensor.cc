@@ -63,6 +63,9 @@ Tensor::Tensor(Array data) : node_(std::make_shared<TensorNode>()) {
 
 Tensor Tensor::make(std::shared_ptr<const Primitive> primitive, std::vector<Tensor> inputs) {
   OutputSpec spec = primitive->infer(inputs);
+  for (int64_t d : spec.shape) {
+    if (d < 0) fail(primitive->name(), ": negative dimension in shape ", shape_str(spec.shape));
+  }
   Tensor t;
   t.node_ = std::make_shared<TensorNode>();
   TensorNode& n = *t.node_;
