@@ -30,6 +30,9 @@ class Primitive {
   // Computes `out` (shape and dtype already set) from materialised inputs. A kernel either
   // allocates out.storage or makes `out` a view of an input's storage.
   virtual void eval_cpu(const std::vector<Array>& inputs, Array& out) const = 0;
+  // The same on a CUDA device. Builds without a CUDA backend keep this default, which says the
+  // op has no kernel there.
+  virtual void eval_gpu(const std::vector<Array>& inputs, Array& out) const;
 
   // Cotangents of the inputs given the output's cotangent; an undefined Tensor where no gradient
   // flows (integer inputs, indices). The default says the op is not differentiable.

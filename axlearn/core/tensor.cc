@@ -172,6 +172,10 @@ std::ostream& operator<<(std::ostream& os, const Tensor& t) {
   return os << ", dtype=" << a.dtype << ")";
 }
 
+void Primitive::eval_gpu(const std::vector<Array>&, Array&) const {
+  fail(name(), ": no CUDA kernel is available for this operation in this build");
+}
+
 std::vector<Tensor> Primitive::vjp(const std::vector<Tensor>&, const Tensor&, const Tensor&) const {
   fail(name(), ": this operation is not differentiable");
 }

@@ -58,7 +58,11 @@ void eval(const std::vector<Tensor>& tensors) {
     Array out;
     out.shape = n.shape;
     out.dtype = n.dtype;
-    n.primitive->eval_cpu(in_arrays, out);
+    if (n.device.type == Device::Type::kCpu) {
+      n.primitive->eval_cpu(in_arrays, out);
+    } else {
+      n.primitive->eval_gpu(in_arrays, out);
+    }
     AXLEARN_CHECK(out.defined(), n.primitive->name(), " produced no data");
     AXLEARN_CHECK(out.shape == n.shape && out.dtype == n.dtype, n.primitive->name(),
                   " produced the wrong shape or dtype");
