@@ -545,6 +545,9 @@ std::vector<Tensor> Gather::vjp(const std::vector<Tensor>& in, const Tensor&,
 OutputSpec ScatterAdd::infer(const std::vector<Tensor>& in) const {
   expect_arity("scatter_add", in, 3);
   check_gather("scatter_add", in[0], in[1], axis_);
+  if (in[0].shape()[axis_] == 0 && in[1].size() > 0) {
+    fail("scatter_add: cannot scatter into an empty axis ", axis_, " of ", shape_str(in[0].shape()));
+  }
   Shape expect = gather_shape(in[0].shape(), in[1].shape(), axis_);
   if (in[2].shape() != expect || in[2].dtype() != in[0].dtype()) {
     fail("scatter_add: updates must have shape ", shape_str(expect),

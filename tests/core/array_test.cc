@@ -70,3 +70,19 @@ TEST(ArrayTest, NegativeDimensionsAreUserErrors) {
 
 }  // namespace
 }  // namespace axlearn
+
+namespace axlearn {
+namespace {
+
+TEST(IndexingEdgeTest, EmptyAxesAreUserErrorsNotCrashes) {
+  Tensor empty = zeros({0, 3});
+  Tensor idx = array(std::vector<int32_t>{0, 1}, {2});
+  EXPECT_THROW(take(empty, idx, 0), Error);
+  EXPECT_THROW(scatter_add(empty, idx, ones({2, 3}), 0), Error);
+  // An empty index list on an empty axis is fine.
+  Tensor none = array(std::vector<int32_t>{}, {0});
+  EXPECT_EQ(take(empty, none, 0).shape(), (Shape{0, 3}));
+}
+
+}  // namespace
+}  // namespace axlearn
