@@ -91,10 +91,10 @@ class BaseLayer : public Module {
 
   // This layer's and its descendant layers' specs with dtype, mesh_axes (checked against the
   // rank) and fan_axes filled in.
-  NestedParameterSpec create_parameter_specs_recursively() const;
+  virtual NestedParameterSpec create_parameter_specs_recursively() const;
   // Draws every parameter: for each own parameter in declaration order, then each child layer
   // in the order added, (key, sub_key) = split(key) and sub_key draws it, as AXLearn does.
-  NestedTensor initialize_parameters_recursively(const Tensor& prng_key) const;
+  virtual NestedTensor initialize_parameters_recursively(const Tensor& prng_key) const;
 
   // The parameter `name` of the current invocation's state (inside a method).
   const Tensor& parameter(const std::string& name) const;

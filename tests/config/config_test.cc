@@ -84,8 +84,13 @@ TEST(ConfigTest, RequiredFieldFailsInstantiateWithFullDottedPath) {
   EXPECT_EQ(error_of([&] { cfg->instantiate<Model>(); }),
             "cannot instantiate the config of 'axlearn.test.Encoder': missing value for REQUIRED "
             "field encoder.dim");
-  // Deeper: the norm's input_dim is filled by the encoder unless the norm is swapped for a
-  // config whose REQUIRED field nobody fills... so check a function config's path instead.
+  // Two levels down: Model -> Encoder -> Norm, each pushing its child's field name.
+  cfg->encoder->dim = 8;
+  cfg->encoder->norm = ScaledNorm::default_config();
+  EXPECT_EQ(error_of([&] { cfg->instantiate<Model>(); }),
+            "cannot instantiate the config of 'axlearn.test.ScaledNorm': missing value for "
+            "REQUIRED field encoder.norm.scale");
+  // A function config instantiated under an explicit path.
   auto fn = LinearSchedule::default_config();
   fn->end_value = 1.0;
   auto scope = InstantiationScope::at("learner.optimizer.args[1]");

@@ -59,6 +59,18 @@ class RMSNorm : public Norm {
   std::string kind() const override { return "rms_norm"; }
 };
 
+// A norm with a REQUIRED field its parent does not fill.
+class ScaledNorm : public Norm {
+ public:
+  struct Config : Norm::Config {
+    AXLEARN_CONFIG(Config)
+    Field<double> scale{this, "scale", REQUIRED, "Output scale."};
+  };
+  AXLEARN_CONFIGURABLE(ScaledNorm, "axlearn.test.ScaledNorm")
+  explicit ScaledNorm(const Config& cfg) : Norm(cfg) {}
+  std::string kind() const override { return "scaled_norm"; }
+};
+
 // Fills its child's REQUIRED input_dim from its own dim, as AXLearn layers do.
 class Encoder : public Configurable {
  public:
