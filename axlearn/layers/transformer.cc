@@ -1,0 +1,238 @@
+#include "axlearn/layers/transformer.h"
+
+#include <cmath>
+
+#include "axlearn/core/ops.h"
+#include "axlearn/core/random.h"
+
+namespace axlearn::layers {
+
+HiddenDimFn ScaleFn::call() const {
+  const double s = scale;
+  const int64_t m = round_up_to_multiples_of;
+  if (m <= 0) fail("scale_fn: round_up_to_multiples_of must be positive, got ", m);
+  return [s, m](int64_t dim) {
+    const auto h = int64_t(double(dim) * s);
+    return (h + m - 1) / m * m;
+  };
+}
+
+// ---- TransformerFeedForwardLayer ----
+
+TransformerFeedForwardLayer::TransformerFeedForwardLayer(const Config& cfg, Module* parent)
+    : BaseLayer(cfg, parent) {
+  const int64_t d = cfg.input_dim;
+  const auto& hd = cfg.hidden_dim.get();
+  if (const auto* v = std::get_if<int64_t>(&hd)) {
+    hidden_dim_ = *v;
+  } else {
+    const auto& fn = std::get<ConfigPtr<HiddenDimFnConfig>>(hd);
+    if (!fn) fail(path(), ": hidden_dim is None");
+    hidden_dim_ = fn->instantiate()(d);
+  }
+  if (hidden_dim_ <= 0) fail(path(), ": hidden_dim must be positive, got ", hidden_dim_);
+  const auto& act = cfg.activation.get();
+  if (const auto* s = std::get_if<std::string>(&act)) {
+    activations_ = {*s};
+  } else {
+    activations_ = std::get<std::vector<std::string>>(act);
+    if (activations_.empty()) fail(path(), ": activation list is empty");
+  }
+  for (const auto& a : activations_) get_activation(a, zeros({1}));  // unknown names fail here
+  const NormStructure st = cfg.structure;
+  {
+    ConfigPtr<BaseNormalizationLayer::Config> n = cfg.norm;
+    n->set("input_dim", d);
+    add_child<BaseNormalizationLayer>("norm", n);
+  }
+  if (st == NormStructure::kHybridnorm) {
+    if (!cfg.postnorm.get()) fail(path(), ": hybridnorm needs a postnorm config");
+    ConfigPtr<BaseNormalizationLayer::Config> n = cfg.postnorm;
+    n->set("input_dim", d);
+    add_child<BaseNormalizationLayer>("postnorm", n);
+  }
+  auto linear = [&](const std::string& name, const ConfigPtr<Linear::Config>& base, int64_t in,
+                    int64_t out) {
+    ConfigPtr<Linear::Config> c = base;
+    c->set("input_dim", in).set("output_dim", out);
+    add_child<Linear>(name, c);
+  };
+  if (activations_.size() == 1) {
+    linear("linear1", cfg.linear1, d, hidden_dim_);
+  } else {
+    for (size_t i = 0; i < activations_.size(); ++i) {
+      linear("linear1_" + std::to_string(i), cfg.linear1, d, hidden_dim_);
+    }
+  }
+  linear("linear2", cfg.linear2, hidden_dim_, d);
+  add_child<Dropout>("dropout1", cfg.dropout);
+  add_child<Dropout>("dropout2", cfg.dropout);
+  add_child<StochasticDepth>("stochastic_depth", cfg.stochastic_depth);
+  register_method("forward", [this](const NestedTensor& in) {
+    return NestedTensor{{"y", forward(in.at("x").tensor())}};
+  });
+}
+
+Tensor TransformerFeedForwardLayer::forward(const Tensor& x) const {
+  auto scope = enter_context();
+  const Config& cfg = config();
+  auto& norm = static_cast<const BaseNormalizationLayer&>(child("norm"));
+  const NormStructure st = cfg.structure;
+  Tensor h = st == NormStructure::kPostnorm ? x : norm.forward(x);
+  Tensor act;
+  if (activations_.size() == 1) {
+    act = get_activation(activations_[0], static_cast<const Linear&>(child("linear1")).forward(h));
+  } else {
+    for (size_t i = 0; i < activations_.size(); ++i) {
+      const auto& lin = static_cast<const Linear&>(child("linear1_" + std::to_string(i)));
+      Tensor a = get_activation(activations_[i], lin.forward(h));
+      act = act.defined() ? act * a : a;
+    }
+  }
+  act = static_cast<const Dropout&>(child("dropout1")).forward(act);
+  Tensor y = static_cast<const Linear&>(child("linear2")).forward(act);
+  if (st == NormStructure::kHybridnorm) {
+    y = static_cast<const BaseNormalizationLayer&>(child("postnorm")).forward(y);
+  }
+  y = static_cast<const Dropout&>(child("dropout2")).forward(y);
+  y = static_cast<const StochasticDepth&>(child("stochastic_depth")).forward(y);
+  if (cfg.residual_weight.get() != 1.0) y = y * cfg.residual_weight.get();
+  y = x + y;
+  return st == NormStructure::kPostnorm ? norm.forward(y) : y;
+}
+
+// ---- TransformerAttentionLayer ----
+
+TransformerAttentionLayer::TransformerAttentionLayer(const Config& cfg, Module* parent)
+    : BaseLayer(cfg, parent) {
+  if (cfg.structure.get() == NormStructure::kHybridnorm) {
+    fail(path(), ": hybridnorm is not supported by TransformerAttentionLayer yet");
+  }
+  ConfigPtr<BaseNormalizationLayer::Config> n = cfg.norm;
+  n->set("input_dim", cfg.target_dim.get());
+  norm_ = &add_child<BaseNormalizationLayer>("norm", n);
+  ConfigPtr<MultiheadAttention::Config> a = cfg.attention;
+  a->set("query_dim", cfg.target_dim.get())
+      .set("key_dim", cfg.source_dim.get())
+      .set("value_dim", cfg.source_dim.get())
+      .set("output_dim", std::optional<int64_t>(cfg.target_dim.get()));
+  attention_ = &add_child<MultiheadAttention>("attention", a);
+  dropout_ = &add_child<Dropout>("dropout", cfg.dropout);
+  stochastic_depth_ = &add_child<StochasticDepth>("stochastic_depth", cfg.stochastic_depth);
+}
+
+Tensor TransformerAttentionLayer::forward(const Tensor& target,
+                                          const AttentionInputs& inputs) const {
+  auto scope = enter_context();
+  if (config().structure.get() == NormStructure::kPrenorm) {
+    Tensor h = norm_->forward(target);
+    AttentionInputs in = inputs;
+    Tensor out = attention_->forward(h, in).data;
+    return target + stochastic_depth_->forward(dropout_->forward(out));
+  }
+  Tensor out = attention_->forward(target, inputs).data;
+  return norm_->forward(target + stochastic_depth_->forward(dropout_->forward(out)));
+}
+
+// ---- TransformerLayer ----
+
+TransformerLayer::TransformerLayer(const Config& cfg, Module* parent) : BaseLayer(cfg, parent) {
+  const int64_t d = cfg.input_dim;
+  ConfigPtr<TransformerAttentionLayer::Config> sa = cfg.self_attention;
+  sa->set("target_dim", d).set("source_dim", d);
+  self_attention_ = &add_child<TransformerAttentionLayer>("self_attention", sa);
+  ConfigPtr<TransformerFeedForwardLayer::Config> ff = cfg.feed_forward;
+  ff->set("input_dim", d);
+  feed_forward_ = &add_child<TransformerFeedForwardLayer>("feed_forward", ff);
+}
+
+Tensor TransformerLayer::forward(const Tensor& data, const AttentionInputs& inputs) const {
+  auto scope = enter_context();
+  if (inputs.key.defined()) fail(path(), ": TransformerLayer is self-attention only");
+  return feed_forward_->forward(self_attention_->forward(data, inputs));
+}
+
+// ---- stacks ----
+
+Tensor BaseStackedTransformerLayer::forward(const Tensor&, const AttentionInputs&) const {
+  fail(path(), ": BaseStackedTransformerLayer is abstract");
+}
+
+StackedTransformerLayer::StackedTransformerLayer(const Config& cfg, Module* parent)
+    : BaseStackedTransformerLayer(cfg, parent) {
+  if (cfg.num_layers.get() <= 0) fail(path(), ": num_layers must be positive");
+  for (int64_t i = 0; i < cfg.num_layers; ++i) {
+    ConfigPtr<TransformerLayer::Config> c = cfg.layer;
+    c->set("input_dim", cfg.input_dim.get());
+    layers_.push_back(&add_child<TransformerLayer>("layer" + std::to_string(i), c));
+  }
+}
+
+Tensor StackedTransformerLayer::forward(const Tensor& data, const AttentionInputs& inputs) const {
+  auto scope = enter_context();
+  Tensor x = data;
+  for (const TransformerLayer* layer : layers_) x = layer->forward(x, inputs);
+  return x;
+}
+
+Repeat::Repeat(const Config& cfg, Module* parent) : BaseLayer(cfg, parent) {
+  if (cfg.num_layers.get() <= 0) fail(path(), ": num_layers must be positive");
+  if (!cfg.layer.get()) fail(path(), ": Repeat needs a layer config");
+  layer_ = &add_child<TransformerLayer>("layer", cfg.layer);
+}
+
+NestedParameterSpec Repeat::create_parameter_specs_recursively() const {
+  NestedParameterSpec specs;
+  specs["layer"] = stack_specs(layer_->create_parameter_specs_recursively(), config().num_layers);
+  return specs;
+}
+
+NestedTensor Repeat::initialize_parameters_recursively(const Tensor& prng_key) const {
+  const int64_t n = config().num_layers;
+  Tensor keys = random::split(prng_key, int(n));
+  std::vector<NestedTensor> per_layer;
+  for (int64_t i = 0; i < n; ++i) {
+    per_layer.push_back(
+        layer_->initialize_parameters_recursively(reshape(slice_axis(keys, 0, i, i + 1), {2})));
+  }
+  std::vector<const NestedTensor*> ptrs;
+  for (const auto& p : per_layer) ptrs.push_back(&p);
+  NestedTensor out;
+  out["layer"] =
+      NestedTensor::zip_map(ptrs, [](const std::vector<Tensor>& v) { return stack(v, 0); });
+  return out;
+}
+
+Tensor Repeat::forward(const Tensor& data, const AttentionInputs& inputs) const {
+  auto scope = enter_context();
+  const int64_t n = config().num_layers;
+  const NestedTensor empty;
+  const NestedTensor& stacked = state().contains("layer") ? state().at("layer") : empty;
+  std::optional<Tensor> keys;
+  if (invocation_context().prng_key()) keys = random::split(prng_key(), int(n));
+  Tensor x = data;
+  for (int64_t i = 0; i < n; ++i) {
+    const NestedTensor layer_state = index_state(stacked, i);
+    ChildContextOptions opts{.module = layer_, .state = &layer_state};
+    if (keys) opts.prng_key = reshape(slice_axis(*keys, 0, i, i + 1), {2});
+    auto s = child_context("layer" + std::to_string(i), opts);
+    x = layer_->forward(x, inputs);
+  }
+  return x;
+}
+
+RepeatedTransformerLayer::RepeatedTransformerLayer(const Config& cfg, Module* parent)
+    : BaseStackedTransformerLayer(cfg, parent) {
+  ConfigPtr<TransformerLayer::Config> layer = cfg.layer;
+  layer->set("input_dim", cfg.input_dim.get());
+  ConfigPtr<Repeat::Config> r = cfg.repeat;
+  r->set("num_layers", cfg.num_layers.get()).set("layer", layer);
+  repeat_ = &add_child<Repeat>("repeat", r);
+}
+
+Tensor RepeatedTransformerLayer::forward(const Tensor& data, const AttentionInputs& inputs) const {
+  auto scope = enter_context();
+  return repeat_->forward(data, inputs);
+}
+
+}  // namespace axlearn::layers
