@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "axlearn/core/attention.h"
 #include "axlearn/core/ops.h"
 #include "axlearn/core/random.h"
 
@@ -136,12 +137,14 @@ NestedTensor FusedQKVLinear::initialize_parameters_recursively(const Tensor& prn
   Tensor keys = random::split(prng_key, 3);
   std::vector<NestedTensor> parts;
   for (int64_t i = 0; i < 3; ++i) {
-    parts.push_back(proj.initialize_parameters_recursively(reshape(slice_axis(keys, 0, i, i + 1), {2})));
+    parts.push_back(
+        proj.initialize_parameters_recursively(reshape(slice_axis(keys, 0, i, i + 1), {2})));
   }
   std::vector<const NestedTensor*> ptrs;
   for (const auto& p : parts) ptrs.push_back(&p);
   NestedTensor out;
-  out["qkv_proj"] = NestedTensor::zip_map(ptrs, [](const std::vector<Tensor>& v) { return stack(v, 0); });
+  out["qkv_proj"] =
+      NestedTensor::zip_map(ptrs, [](const std::vector<Tensor>& v) { return stack(v, 0); });
   return out;
 }
 
@@ -241,13 +244,13 @@ QKV RoFormerQKVLinear::forward(const Tensor& query, const Tensor& key, const Ten
   const int64_t t = query.shape(1), s = qkv.key.shape(1);
   Tensor qpos = query_positions.defined() ? query_positions : reshape(arange(t), {1, t});
   // Keys of self-attention share the query positions; other keys count from 0.
-  Tensor kpos = (!key.defined() && query_positions.defined()) ? query_positions
-                                                               : reshape(arange(s), {1, s});
+  Tensor kpos =
+      (!key.defined() && query_positions.defined()) ? query_positions : reshape(arange(s), {1, s});
   auto [qsin, qcos] = rope_->forward(qpos);
   Tensor ksin = qsin, kcos = qcos;
   if (!kpos.same(qpos)) {
-    auto scope2 = child_context("rope_pos_emb_layer_key", {.module = const_cast<Module*>(
-                                                              static_cast<const Module*>(rope_))});
+    auto scope2 = child_context("rope_pos_emb_layer_key",
+                                {.module = const_cast<Module*>(static_cast<const Module*>(rope_))});
     std::tie(ksin, kcos) = rope_->forward(kpos);
   }
   qkv.query = apply_rotary_position_embeddings(qkv.query, qsin, qcos);
@@ -271,8 +274,7 @@ Tensor ScaleKey::forward(const Tensor& proj) const {
 
 // ---- MultiheadAttention ----
 
-MultiheadAttention::MultiheadAttention(const Config& cfg, Module* parent)
-    : BaseLayer(cfg, parent) {
+MultiheadAttention::MultiheadAttention(const Config& cfg, Module* parent) : BaseLayer(cfg, parent) {
   const int64_t n = cfg.num_heads;
   const int64_t h = per_head_dim();
   ConfigPtr<BaseQKVLinear::Config> in = cfg.input_linear;
@@ -330,6 +332,34 @@ std::pair<Tensor, Tensor> MultiheadAttention::compute_attention(const Tensor& q,
   return {reshape(ctx, {b, t, n, h}), probs};
 }
 
+Tensor MultiheadAttention::fused_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                                           const AttentionInputs& inputs) const {
+  const Config& cfg = config();
+  const double dropout_rate = dropout_->config().rate.get().value_or(0.0);
+  if (inputs.key.defined() || inputs.query_positions.defined() ||
+      inputs.attention_logit_biases.defined() || (is_training() && dropout_rate > 0)) {
+    return Tensor();
+  }
+  AttentionOptions opts;
+  opts.scale = 1.0;  // the query is already scaled by query_scale
+  opts.causal = cfg.causal;
+  if (const auto* mask = cfg.mask.get().get()) {
+    if (dynamic_cast<const CausalMask*>(mask)) {
+      opts.causal = true;
+    } else if (const auto* sw = dynamic_cast<const SlidingWindowCausalMask*>(mask)) {
+      opts.sliding_window = int64_t(sw->sliding_window_size);
+    } else {
+      return Tensor();  // a mask function the kernel does not know
+    }
+  }
+  if (inputs.segment_ids.defined()) {
+    opts.q_segment_ids = inputs.segment_ids;
+    opts.kv_segment_ids = inputs.segment_ids;
+  }
+  opts.logit_cap = cfg.atten_logit_cap.get();
+  return attention(q, k, v, opts);
+}
+
 AttentionOutput MultiheadAttention::forward(const Tensor& query,
                                             const AttentionInputs& inputs) const {
   auto scope = enter_context();
@@ -341,13 +371,20 @@ AttentionOutput MultiheadAttention::forward(const Tensor& query,
   Tensor k = key_scale_->forward(qkv.key);
   const int64_t s = k.shape(1);
 
+  // Self-attention with default positions and no extra bias or attention dropout runs on the
+  // fused kernel (tiled online softmax, no (T, S) matrix); anything else on the masked-bias path.
+  if (auto ctx = fused_attention(q, k, qkv.value, inputs); ctx.defined()) {
+    return {output_linear_->forward(ctx), Tensor()};
+  }
+
   Tensor mask;  // bool (B|1, 1, T, S)
   auto and_mask = [&](const Tensor& m) { mask = mask.defined() ? logical_and(mask, m) : m; };
-  Tensor qpos = inputs.query_positions.defined() ? inputs.query_positions
-                                                 : reshape(arange(t), {1, t});
+  Tensor qpos =
+      inputs.query_positions.defined() ? inputs.query_positions : reshape(arange(t), {1, t});
   Tensor kpos = reshape(arange(s), {1, s});
   if (!inputs.key.defined() && inputs.query_positions.defined()) kpos = inputs.query_positions;
-  if (cfg.causal) and_mask(mask_from_positions(CausalMask::default_config()->instantiate(), qpos, kpos));
+  if (cfg.causal)
+    and_mask(mask_from_positions(CausalMask::default_config()->instantiate(), qpos, kpos));
   if (mask_fn_) and_mask(mask_from_positions(*mask_fn_, qpos, kpos));
   if (inputs.segment_ids.defined()) {
     if (inputs.key.defined()) fail(path(), ": segment_ids are for self-attention only");

@@ -252,8 +252,8 @@ class MultiheadAttention : public BaseLayer {
         this, "output_linear", MultiheadOutputLinear::default_config(), "Output projection."};
     Field<ConfigPtr<Dropout::Config>> dropout{this, "dropout", Dropout::default_config(),
                                               "Dropout on the attention probabilities."};
-    Field<ConfigPtr<ScaleQuery::Config>> query_scale{this, "query_scale",
-                                                     ScaleQuery::default_config(), "Query scaling."};
+    Field<ConfigPtr<ScaleQuery::Config>> query_scale{
+        this, "query_scale", ScaleQuery::default_config(), "Query scaling."};
     Field<ConfigPtr<ScaleQuery::Config>> key_scale{
         this, "key_scale", ConfigPtr<ScaleQuery::Config>(ScaleKey::default_config()),
         "Key scaling."};
@@ -286,6 +286,10 @@ class MultiheadAttention : public BaseLayer {
   const ScaleQuery* query_scale_;
   const ScaleQuery* key_scale_;
   std::optional<MaskFn> mask_fn_;
+  // The context (B, T, N, H) from the fused attention kernel, or undefined when these inputs need
+  // the general masked-bias path.
+  Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                         const AttentionInputs& inputs) const;
 };
 
 // Multi-head attention whose input_linear has fewer key/value heads (GroupedQKVLinear,

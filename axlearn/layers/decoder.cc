@@ -1,5 +1,6 @@
 #include "axlearn/layers/decoder.h"
 
+#include "axlearn/core/cross_entropy.h"
 #include "axlearn/core/ops.h"
 
 namespace axlearn::layers {
@@ -82,8 +83,8 @@ DecoderOutput Decoder::forward(const Tensor& input_ids, const Tensor& input_segm
   // The embedding's second call needs its own context (same parameters).
   const NestedTensor empty;
   const NestedTensor& emb_state = state().contains("emb") ? state().at("emb") : empty;
-  auto s = child_context("emb_attend", {.module = const_cast<TransformerTextEmbeddings*>(emb_),
-                                         .state = &emb_state});
+  auto s = child_context(
+      "emb_attend", {.module = const_cast<TransformerTextEmbeddings*>(emb_), .state = &emb_state});
   return {emb_->attend(x), x};
 }
 
@@ -104,11 +105,10 @@ LmLoss Model::forward(const Tensor& input_ids, const Tensor& target_labels,
   Tensor live = greater_equal(target_labels, scalar(0, target_labels.dtype()));
   Tensor weights = astype(live, float32);
   if (target_weights.defined()) weights = weights * astype(target_weights, float32);
-  Tensor labels = expand_dims(astype(where(live, target_labels, zeros_like(target_labels)), int32),
-                              -1);
-  // Naive path: the fused cross-entropy primitive (core/cross_entropy.h) replaces these lines.
-  Tensor logp = log_softmax(logits, -1);
-  Tensor nll = negative(squeeze(take_along_axis(logp, labels, -1), {-1}));  // (B, T)
+  Tensor labels =
+      expand_dims(astype(where(live, target_labels, zeros_like(target_labels)), int32), -1);
+  // One fused pass per row: logsumexp and the picked logit, no probabilities in memory.
+  Tensor nll = astype(cross_entropy_loss(logits, squeeze(labels, {-1})), float32);  // (B, T)
   Tensor denom = maximum(sum(weights), scalar(1e-9f));
   Tensor ce = sum(nll * weights) / denom;
   Tensor loss = ce;

@@ -1,0 +1,415 @@
+#include "axlearn/train/checkpointer.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "axlearn/core/error.h"
+#include "axlearn/train/crc32c.h"
+
+namespace axlearn {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+constexpr const char* kIndexName = "index.json";
+constexpr const char* kFormat = "axlearn-checkpoint-v1";
+
+std::string errno_str() { return std::strerror(errno); }
+
+// A file descriptor closed on scope exit, so every error path releases it.
+struct Fd {
+  int fd = -1;
+  ~Fd() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+void write_all(int fd, const char* p, size_t n, const std::string& path) {
+  while (n > 0) {
+    ssize_t w = ::write(fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      fail("checkpoint: cannot write ", path, ": ", errno_str());
+    }
+    p += w;
+    n -= size_t(w);
+  }
+}
+
+// Writes and fsyncs a whole file.
+void write_file_synced(const std::string& path, const void* data, size_t n) {
+  Fd f;
+  f.fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (f.fd < 0) fail("checkpoint: cannot create ", path, ": ", errno_str());
+  write_all(f.fd, static_cast<const char*>(data), n, path);
+  if (::fsync(f.fd) != 0) fail("checkpoint: fsync of ", path, " failed: ", errno_str());
+}
+
+void fsync_dir(const std::string& path) {
+  Fd f;
+  f.fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (f.fd < 0) fail("checkpoint: cannot open folder ", path, ": ", errno_str());
+  // Some filesystems refuse fsync on folders (EINVAL); the rename is still ordered after data.
+  if (::fsync(f.fd) != 0 && errno != EINVAL) {
+    fail("checkpoint: fsync of folder ", path, " failed: ", errno_str());
+  }
+}
+
+std::string read_file(const std::string& path) {
+  Fd f;
+  f.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (f.fd < 0) fail("checkpoint: cannot open ", path, ": ", errno_str());
+  std::string out;
+  char buf[1 << 16];
+  for (;;) {
+    ssize_t r = ::read(f.fd, buf, sizeof(buf));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      fail("checkpoint: cannot read ", path, ": ", errno_str());
+    }
+    if (r == 0) break;
+    out.append(buf, size_t(r));
+  }
+  return out;
+}
+
+// Parses "step_%08d"; nullopt for any other name (temp files, stray folders).
+std::optional<int64_t> parse_step_name(const std::string& name) {
+  if (name.size() < 13 || name.rfind("step_", 0) != 0) return std::nullopt;
+  int64_t v = 0;
+  for (size_t i = 5; i < name.size(); ++i) {
+    if (name[i] < '0' || name[i] > '9' || v > (INT64_MAX - 9) / 10) return std::nullopt;
+    v = v * 10 + (name[i] - '0');
+  }
+  return v;
+}
+
+std::string checkpoints_root(const std::string& dir) {
+  return (fs::path(dir) / "checkpoints").string();
+}
+
+// All step folders, committed or not: step -> committed.
+std::map<int64_t, bool> scan_steps(const std::string& dir) {
+  std::map<int64_t, bool> out;
+  std::error_code ec;
+  fs::path root = checkpoints_root(dir);
+  if (!fs::is_directory(root, ec)) return out;
+  for (fs::directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec)) {
+    if (!it->is_directory(ec)) continue;
+    auto step = parse_step_name(it->path().filename().string());
+    if (!step) continue;
+    out[*step] = fs::is_regular_file(it->path() / kIndexName, ec);
+  }
+  if (ec) fail("checkpoint: cannot list ", root.string(), ": ", ec.message());
+  return out;
+}
+
+// Uncommits (removes the index first, durably) then deletes a step folder.
+void remove_step_dir(const fs::path& step_dir) {
+  std::error_code ec;
+  fs::path index = step_dir / kIndexName;
+  if (fs::exists(index, ec)) {
+    if (!fs::remove(index, ec))
+      fail("checkpoint: cannot remove ", index.string(), ": ", ec.message());
+    fsync_dir(step_dir.string());
+  }
+  fs::remove_all(step_dir, ec);
+  if (ec) fail("checkpoint: cannot remove ", step_dir.string(), ": ", ec.message());
+}
+
+std::string hex32(uint32_t v) {
+  char buf[9];
+  std::snprintf(buf, sizeof(buf), "%08x", v);
+  return buf;
+}
+
+json shape_json(const Shape& s) {
+  json a = json::array();
+  for (int64_t d : s) a.push_back(d);
+  return a;
+}
+
+}  // namespace
+
+std::string checkpoint_step_dir(const std::string& dir, int64_t step) {
+  if (step < 0) fail("checkpoint: step must be non-negative, got ", step);
+  char name[32];
+  std::snprintf(name, sizeof(name), "step_%08lld", static_cast<long long>(step));
+  return (fs::path(checkpoints_root(dir)) / name).string();
+}
+
+void save_checkpoint(const std::string& dir, int64_t step, const NestedTensor& tree,
+                     const std::string& extra_json) {
+  json extra;
+  try {
+    extra = json::parse(extra_json);
+  } catch (const json::exception& e) {
+    fail("checkpoint: extra state for step ", step, " is not valid JSON: ", e.what());
+  }
+  const fs::path step_dir = checkpoint_step_dir(dir, step);
+  std::error_code ec;
+  if (fs::exists(step_dir, ec)) remove_step_dir(step_dir);
+  fs::create_directories(step_dir, ec);
+  if (ec) fail("checkpoint: cannot create ", step_dir.string(), ": ", ec.message());
+
+  json tensors = json::array();
+  int index = 0;
+  for (const auto& [path, t] : tree.flatten_with_paths()) {
+    if (!t.defined()) fail("checkpoint: tensor '", path, "' is undefined");
+    if (t.is_placeholder()) fail("checkpoint: tensor '", path, "' is a placeholder with no data");
+    Array a = contiguous(t.array());
+    char fname[32];
+    std::snprintf(fname, sizeof(fname), "t_%06d.bin", index++);
+    const size_t n = a.nbytes();
+    write_file_synced((step_dir / fname).string(), n ? a.raw() : "", n);
+    tensors.push_back({{"path", path},
+                       {"file", fname},
+                       {"shape", shape_json(a.shape)},
+                       {"dtype", dtype_name(a.dtype)},
+                       {"nbytes", n},
+                       {"crc32c", hex32(crc32c(n ? a.raw() : "", n))}});
+  }
+  json idx = {{"format", kFormat}, {"step", step}, {"tensors", tensors}, {"extra", extra}};
+  const std::string text = idx.dump(1);
+  const fs::path tmp = step_dir / "index.json.tmp";
+  write_file_synced(tmp.string(), text.data(), text.size());
+  fs::rename(tmp, step_dir / kIndexName, ec);
+  if (ec) fail("checkpoint: cannot commit ", (step_dir / kIndexName).string(), ": ", ec.message());
+  fsync_dir(step_dir.string());
+  fsync_dir(checkpoints_root(dir));
+}
+
+std::vector<int64_t> committed_steps(const std::string& dir) {
+  std::vector<int64_t> out;
+  for (const auto& [step, committed] : scan_steps(dir)) {
+    if (committed) out.push_back(step);
+  }
+  return out;
+}
+
+std::optional<int64_t> latest_step(const std::string& dir) {
+  auto steps = committed_steps(dir);
+  if (steps.empty()) return std::nullopt;
+  return steps.back();
+}
+
+namespace {
+
+struct IndexEntry {
+  std::string path, file, crc;
+  Shape shape;
+  Dtype dtype = float32;
+  size_t nbytes = 0;
+};
+
+IndexEntry parse_entry(const json& e, const std::string& index_path) {
+  IndexEntry out;
+  try {
+    out.path = e.at("path").get<std::string>();
+    out.file = e.at("file").get<std::string>();
+    out.shape = e.at("shape").get<Shape>();
+    out.dtype = dtype_from_name(e.at("dtype").get<std::string>());
+    out.nbytes = e.at("nbytes").get<size_t>();
+    out.crc = e.at("crc32c").get<std::string>();
+  } catch (const json::exception& ex) {
+    fail("checkpoint: malformed entry in ", index_path, ": ", ex.what());
+  } catch (const Error& ex) {
+    fail("checkpoint: malformed entry in ", index_path, ": ", ex.what());
+  }
+  // The file must stay inside the step folder.
+  if (out.file.empty() || out.file.find('/') != std::string::npos || out.file == "." ||
+      out.file == "..") {
+    fail("checkpoint: tensor '", out.path, "' in ", index_path, " names a bad file '", out.file,
+         "'");
+  }
+  for (int64_t d : out.shape) {
+    if (d < 0) fail("checkpoint: tensor '", out.path, "' in ", index_path, " has a negative dim");
+  }
+  return out;
+}
+
+Tensor read_tensor(const IndexEntry& e, const fs::path& step_dir) {
+  const std::string file = (step_dir / e.file).string();
+  const size_t expect = size_t(num_elements(e.shape)) * size_of(e.dtype);
+  if (e.nbytes != expect) {
+    fail("checkpoint: tensor '", e.path, "' (", file, "): index says ", e.nbytes,
+         " bytes but shape ", shape_str(e.shape), " of ", dtype_name(e.dtype), " needs ", expect);
+  }
+  Fd f;
+  f.fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (f.fd < 0) fail("checkpoint: tensor '", e.path, "': cannot open ", file, ": ", errno_str());
+  struct stat st {};
+  if (::fstat(f.fd, &st) != 0) fail("checkpoint: cannot stat ", file, ": ", errno_str());
+  const size_t size = size_t(st.st_size);
+  if (size < expect) {
+    fail("checkpoint: tensor '", e.path, "' (", file, ") is truncated: ", size, " of ", expect,
+         " bytes");
+  }
+  if (size > expect) {
+    fail("checkpoint: tensor '", e.path, "' (", file, ") has ", size, " bytes, expected ", expect);
+  }
+  // Read straight into the tensor's storage: checkpoints can be as large as memory allows.
+  Array a = Array::empty(e.shape, e.dtype);
+  char* p = expect ? static_cast<char*>(a.raw()) : nullptr;
+  for (size_t done = 0; done < expect;) {
+    ssize_t r = ::read(f.fd, p + done, expect - done);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) fail("checkpoint: cannot read ", file, ": ", errno_str());
+    if (r == 0) fail("checkpoint: tensor '", e.path, "' (", file, ") is truncated while reading");
+    done += size_t(r);
+  }
+  const std::string crc = hex32(crc32c(p ? p : "", expect));
+  if (crc != e.crc) {
+    fail("checkpoint: tensor '", e.path, "' (", file, ") fails its checksum: crc32c ", crc,
+         ", index says ", e.crc);
+  }
+  if (e.dtype == Dtype::kBool) {
+    // Only 0/1 are valid bool bytes; anything else would be undefined behaviour when read.
+    for (size_t i = 0; i < expect; ++i) {
+      if (static_cast<unsigned char>(p[i]) > 1)
+        fail("checkpoint: tensor '", e.path, "' (", file, ") holds a bad bool byte");
+    }
+  }
+  return Tensor(std::move(a));
+}
+
+}  // namespace
+
+RestoredCheckpoint restore_checkpoint(const std::string& dir, int64_t step,
+                                      const NestedTensor& like_tree) {
+  const fs::path step_dir = checkpoint_step_dir(dir, step);
+  const std::string index_path = (step_dir / kIndexName).string();
+  std::error_code ec;
+  if (!fs::is_regular_file(index_path, ec)) {
+    fail("checkpoint: step ", step, " is not committed (no ", index_path, ")");
+  }
+  json idx;
+  try {
+    idx = json::parse(read_file(index_path));
+  } catch (const json::exception& e) {
+    fail("checkpoint: cannot parse ", index_path, ": ", e.what());
+  }
+  if (!idx.is_object() || idx.value("format", "") != kFormat || !idx.contains("tensors") ||
+      !idx["tensors"].is_array()) {
+    fail("checkpoint: ", index_path, " is not an ", kFormat, " index");
+  }
+  std::map<std::string, IndexEntry> entries;
+  for (const json& e : idx["tensors"]) {
+    IndexEntry entry = parse_entry(e, index_path);
+    std::string p = entry.path;
+    if (!entries.emplace(p, std::move(entry)).second) {
+      fail("checkpoint: tensor '", p, "' appears twice in ", index_path);
+    }
+  }
+
+  const auto like = like_tree.flatten_with_paths();
+  std::vector<std::string> missing, unexpected;
+  std::set<std::string> wanted;
+  for (const auto& [path, t] : like) {
+    wanted.insert(path);
+    if (!entries.count(path)) missing.push_back(path);
+  }
+  for (const auto& [path, e] : entries) {
+    if (!wanted.count(path)) unexpected.push_back(path);
+  }
+  auto join = [](const std::vector<std::string>& v) {
+    std::string s;
+    for (size_t i = 0; i < v.size() && i < 8; ++i) s += (i ? ", '" : "'") + v[i] + "'";
+    if (v.size() > 8) s += ", ... (" + std::to_string(v.size()) + " in all)";
+    return s;
+  };
+  if (!missing.empty()) {
+    fail("checkpoint: ", index_path, " lacks tensors ", join(missing));
+  }
+  if (!unexpected.empty()) {
+    fail("checkpoint: ", index_path, " has tensors not in the model: ", join(unexpected));
+  }
+
+  std::vector<Tensor> leaves;
+  leaves.reserve(like.size());
+  for (const auto& [path, t] : like) {
+    const IndexEntry& e = entries.at(path);
+    const std::string file = (step_dir / e.file).string();
+    if (t.defined() && t.shape() != e.shape) {
+      fail("checkpoint: tensor '", path, "' (", file, ") has shape ", shape_str(e.shape),
+           " but the model expects ", shape_str(t.shape()));
+    }
+    if (t.defined() && t.dtype() != e.dtype) {
+      fail("checkpoint: tensor '", path, "' (", file, ") has dtype ", dtype_name(e.dtype),
+           " but the model expects ", dtype_name(t.dtype()));
+    }
+    leaves.push_back(read_tensor(e, step_dir));
+  }
+  RestoredCheckpoint out;
+  out.step = step;
+  out.tree = like_tree.unflatten(leaves);
+  out.extra_json = idx.contains("extra") ? idx["extra"].dump() : "null";
+  return out;
+}
+
+std::vector<int64_t> garbage_collect_checkpoints(const std::string& dir, int keep_last_n,
+                                                 int64_t keep_every_n_steps) {
+  if (keep_last_n < 1) fail("checkpoint: keep_last_n must be at least 1, got ", keep_last_n);
+  if (keep_every_n_steps < 0) {
+    fail("checkpoint: keep_every_n_steps must be non-negative, got ", keep_every_n_steps);
+  }
+  const auto steps = scan_steps(dir);
+  std::vector<int64_t> committed;
+  for (const auto& [step, c] : steps) {
+    if (c) committed.push_back(step);
+  }
+  std::vector<int64_t> removed;
+  if (committed.empty()) return removed;
+  const size_t first_kept =
+      committed.size() > size_t(keep_last_n) ? committed.size() - size_t(keep_last_n) : 0;
+  for (size_t i = 0; i < first_kept; ++i) {
+    int64_t s = committed[i];
+    if (keep_every_n_steps > 0 && s % keep_every_n_steps == 0) continue;
+    remove_step_dir(checkpoint_step_dir(dir, s));
+    removed.push_back(s);
+  }
+  for (const auto& [step, c] : steps) {
+    if (!c && step < committed.back()) {
+      remove_step_dir(checkpoint_step_dir(dir, step));
+      removed.push_back(step);
+    }
+  }
+  std::sort(removed.begin(), removed.end());
+  return removed;
+}
+
+Checkpointer::Checkpointer(Options options) : options_(std::move(options)) {
+  if (options_.dir.empty()) fail("Checkpointer: dir is empty");
+  if (options_.keep_last_n < 1) {
+    fail("Checkpointer: keep_last_n must be at least 1, got ", options_.keep_last_n);
+  }
+  if (options_.keep_every_n_steps < 0) {
+    fail("Checkpointer: keep_every_n_steps must be non-negative, got ",
+         options_.keep_every_n_steps);
+  }
+}
+
+void Checkpointer::save(int64_t step, const NestedTensor& tree, const std::string& extra_json) {
+  save_checkpoint(options_.dir, step, tree, extra_json);
+  garbage_collect_checkpoints(options_.dir, options_.keep_last_n, options_.keep_every_n_steps);
+}
+
+std::optional<RestoredCheckpoint> Checkpointer::restore_latest(
+    const NestedTensor& like_tree) const {
+  auto step = latest_step();
+  if (!step) return std::nullopt;
+  return restore(*step, like_tree);
+}
+
+}  // namespace axlearn

@@ -1,0 +1,72 @@
+// Checkpoints: a NestedTensor plus a JSON blob of extra state (e.g. the input iterator) under
+// <dir>/checkpoints/step_%08d/, one file per tensor and an index.json written last and
+// atomically, so a step exists only once complete; restore with validation; garbage collection.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "axlearn/core/nested.h"
+
+namespace axlearn {
+
+// "<dir>/checkpoints/step_00000042".
+std::string checkpoint_step_dir(const std::string& dir, int64_t step);
+
+// Writes `tree` and `extra_json` (a JSON document as text, "null" for none) as step `step` under
+// `dir`. Tensor files are written and fsynced first; the index last, via a temp file, fsync,
+// rename and an fsync of the step folder. An existing step of that number is replaced.
+void save_checkpoint(const std::string& dir, int64_t step, const NestedTensor& tree,
+                     const std::string& extra_json = "null");
+
+// Steps that are committed (their index exists), ascending. Folders without an index are ignored.
+std::vector<int64_t> committed_steps(const std::string& dir);
+// The newest committed step, or nullopt when there is none (or no checkpoints folder).
+std::optional<int64_t> latest_step(const std::string& dir);
+
+struct RestoredCheckpoint {
+  int64_t step = 0;
+  NestedTensor tree;       // same structure as the `like` tree
+  std::string extra_json;  // as saved
+};
+
+// Reads step `step`, checking it against `like_tree` (leaves may be placeholders: only their
+// shapes and dtypes are used). Throws Error naming the tensor path and file on a missing or
+// unexpected tensor, a shape or dtype mismatch, a truncated or oversized file, or a checksum
+// failure.
+RestoredCheckpoint restore_checkpoint(const std::string& dir, int64_t step,
+                                      const NestedTensor& like_tree);
+
+// Deletes committed steps except the newest `keep_last_n` and those divisible by
+// `keep_every_n_steps` (when > 0), plus incomplete step folders older than the newest committed
+// step (leftovers of interrupted saves). A step is uncommitted (index removed) before its files.
+// Returns the steps deleted.
+std::vector<int64_t> garbage_collect_checkpoints(const std::string& dir, int keep_last_n,
+                                                 int64_t keep_every_n_steps = 0);
+
+// The trainer's handle: saves then collects garbage by its policy.
+class Checkpointer {
+ public:
+  struct Options {
+    std::string dir;  // the trainer dir; steps go under dir/checkpoints
+    int keep_last_n = 3;
+    int64_t keep_every_n_steps = 0;  // 0 keeps none beyond the last n
+  };
+  explicit Checkpointer(Options options);
+
+  void save(int64_t step, const NestedTensor& tree, const std::string& extra_json = "null");
+  std::optional<int64_t> latest_step() const { return axlearn::latest_step(options_.dir); }
+  RestoredCheckpoint restore(int64_t step, const NestedTensor& like_tree) const {
+    return restore_checkpoint(options_.dir, step, like_tree);
+  }
+  // Restores the newest committed step, or returns nullopt when there is none.
+  std::optional<RestoredCheckpoint> restore_latest(const NestedTensor& like_tree) const;
+  const Options& options() const { return options_; }
+
+ private:
+  Options options_;
+};
+
+}  // namespace axlearn
