@@ -682,9 +682,8 @@ TopK top_k(const Tensor& x, int k) {
   int64_t n = x.shape(-1);
   if (k < 0 || k > n) fail("top_k: k=", k, " out of range for last axis of ", shape_str(x.shape()));
   // Stable ascending sort of -x gives descending order with the lowest index first among ties.
-  Tensor key =
-      is_floating(x.dtype()) || !is_unsigned(x.dtype()) ? negative(x) : negative(astype(x, int64));
-  if (x.dtype() == bool_) key = negative(astype(x, int32));
+  // Integers and bools widen to int64 first, so negation neither wraps nor is undefined.
+  Tensor key = is_floating(x.dtype()) ? negative(x) : negative(astype(x, int64));
   Tensor idx = slice_axis(argsort(key, -1), -1, 0, k);
   return {take_along_axis(x, idx, -1), idx};
 }

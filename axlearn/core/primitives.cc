@@ -546,7 +546,8 @@ OutputSpec ScatterAdd::infer(const std::vector<Tensor>& in) const {
   expect_arity("scatter_add", in, 3);
   check_gather("scatter_add", in[0], in[1], axis_);
   if (in[0].shape()[axis_] == 0 && in[1].size() > 0) {
-    fail("scatter_add: cannot scatter into an empty axis ", axis_, " of ", shape_str(in[0].shape()));
+    fail("scatter_add: cannot scatter into an empty axis ", axis_, " of ",
+         shape_str(in[0].shape()));
   }
   Shape expect = gather_shape(in[0].shape(), in[1].shape(), axis_);
   if (in[2].shape() != expect || in[2].dtype() != in[0].dtype()) {

@@ -161,7 +161,8 @@ VjpResult vjp_impl(const VectorFn& fn, const std::vector<Tensor>& primals,
       while (!stack.empty()) {
         auto& [t, next] = stack.back();
         const TensorNode* tn = t.node_ptr().get();
-        const auto& ins = primal_set.count(tn) ? std::vector<Tensor>{} : t.inputs();
+        static const std::vector<Tensor> kNoInputs;  // walking stops at the primals
+        const std::vector<Tensor>& ins = primal_set.count(tn) ? kNoInputs : t.inputs();
         if (next < ins.size()) {
           const Tensor& in = ins[next++];
           if (!depends.count(in.node_ptr().get())) {

@@ -1,6 +1,8 @@
 // The caching allocator and strided arrays.
 #include <gtest/gtest.h>
 
+#include <climits>
+
 #include "axlearn/core/array.h"
 #include "axlearn/core/ops.h"
 
@@ -82,6 +84,19 @@ TEST(IndexingEdgeTest, EmptyAxesAreUserErrorsNotCrashes) {
   // An empty index list on an empty axis is fine.
   Tensor none = array(std::vector<int32_t>{}, {0});
   EXPECT_EQ(take(empty, none, 0).shape(), (Shape{0, 3}));
+}
+
+}  // namespace
+}  // namespace axlearn
+
+namespace axlearn {
+namespace {
+
+TEST(TopKEdgeTest, BoolAndIntegerInputsSortDescendingWithoutWrapping) {
+  TopK b = top_k(array(std::vector<bool>{false, true, false, true}, {4}), 2);
+  EXPECT_EQ(b.indices.to_vector<int>(), (std::vector<int>{1, 3}));
+  TopK i = top_k(array(std::vector<int32_t>{INT32_MIN, 5, -3}, {3}), 3);
+  EXPECT_EQ(i.values.to_vector<int64_t>(), (std::vector<int64_t>{5, -3, INT32_MIN}));
 }
 
 }  // namespace

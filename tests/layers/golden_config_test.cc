@@ -15,6 +15,7 @@
 #include "axlearn/core/ops.h"
 #include "axlearn/core/random.h"
 #include "axlearn/layers/decoder.h"
+#include "test_configs.h"
 
 namespace axlearn::layers {
 namespace {
@@ -23,38 +24,7 @@ const char* kGoldenPath = AXLEARN_SOURCE_DIR "/tests/layers/testdata/small_decod
 
 // Decoder dim 16, vocab 32, 2 layers, GQA 4 heads / 2 kv heads with rotary (RoFormer) fused QKV,
 // SwiGLU feed-forward with a scale_fn hidden dim, RMSNorm everywhere, an untied lm_head.
-ConfigPtr<Model::Config> small_decoder_config() {
-  auto layer = TransformerLayer::default_config();
-  auto attn = GroupedQueryAttention::default_config();
-  attn->num_heads = 4;
-  attn->causal = true;
-  auto rope = RoFormerQKVLinear::default_config();
-  rope->input_linear = FusedGroupedQKVLinear::default_config().set("num_kv_heads", 2);
-  rope->input_linear->set("layer", MultiheadInputLinear::default_config().set("bias", false));
-  attn->input_linear = rope;
-  attn->output_linear->bias = false;
-  layer->self_attention->attention = attn;
-  layer->self_attention->norm = RMSNorm::default_config().set("eps", 1e-5);
-  layer->feed_forward->hidden_dim = ConfigPtr<HiddenDimFnConfig>(
-      ScaleFn::default_config().set("scale", 8.0 / 3).set("round_up_to_multiples_of", 16));
-  layer->feed_forward->activation = std::vector<std::string>{"nn.silu", "linear"};
-  layer->feed_forward->norm = RMSNorm::default_config().set("eps", 1e-5);
-  layer->feed_forward->linear1->bias = false;
-  layer->feed_forward->linear2->bias = false;
-  auto stack = RepeatedTransformerLayer::default_config();
-  stack->num_layers = 2;
-  stack->layer = layer;
-  auto dec = Decoder::default_config();
-  dec->dim = 16;
-  dec->vocab_size = 32;
-  dec->transformer = stack;
-  dec->output_norm = RMSNorm::default_config().set("eps", 1e-5);
-  dec->lm_head = LmHead::default_config();
-  auto model = Model::default_config();
-  model->name = "model";
-  model->decoder = dec;
-  return model;
-}
+ConfigPtr<Model::Config> small_decoder_config() { return llama_like_config(16, 32, 2, true); }
 
 std::vector<std::string> split_lines(const std::string& s) {
   std::vector<std::string> lines;

@@ -9,6 +9,7 @@
 #include "axlearn/core/random.h"
 #include "axlearn/core/transforms.h"
 #include "axlearn/layers/decoder.h"
+#include "test_configs.h"
 
 namespace axlearn::layers {
 namespace {
@@ -17,7 +18,8 @@ TEST(AttentionBiasTest, CausalSlidingWindowAndSegmentsCompose) {
   const int64_t t = 6;
   Tensor pos = reshape(arange(t), {1, t});
   Tensor seg = array(std::vector<int32_t>{1, 1, 1, 1, 2, 2}, {1, t});
-  MaskFn window = SlidingWindowCausalMask::default_config().set("sliding_window_size", 2)->instantiate();
+  MaskFn window =
+      SlidingWindowCausalMask::default_config().set("sliding_window_size", 2)->instantiate();
   Tensor mask = logical_and(mask_from_positions(window, pos, pos), segment_mask(seg, seg));
   ASSERT_EQ(shape_str(mask.shape()), "(1, 1, 6, 6)");
   const std::vector<int> s{1, 1, 1, 1, 2, 2};
@@ -30,8 +32,8 @@ TEST(AttentionBiasTest, CausalSlidingWindowAndSegmentsCompose) {
   }
   Tensor bias = bool_to_bias(mask, float32);
   auto b = bias.to_vector<float>();
-  EXPECT_EQ(b[0], 0.0f);                                           // (0, 0) attends
-  EXPECT_FLOAT_EQ(b[1], float(neg_inf(float32)));                  // (0, 1) is the future
+  EXPECT_EQ(b[0], 0.0f);                           // (0, 0) attends
+  EXPECT_FLOAT_EQ(b[1], float(neg_inf(float32)));  // (0, 1) is the future
   EXPECT_TRUE(std::isfinite(b[1]));
 }
 
@@ -74,9 +76,9 @@ TEST(FeedForwardTest, GatedActivationMakesOneLinear1PerBranch) {
   auto specs = layer->create_parameter_specs_recursively().flatten_with_paths();
   std::vector<std::string> paths;
   for (const auto& [path, spec] : specs) paths.push_back(path + shape_str(spec.shape));
-  EXPECT_EQ(paths, (std::vector<std::string>{
-                       "linear1_0/weight(6, 16)", "linear1_1/weight(6, 16)", "linear2/bias(6,)",
-                       "linear2/weight(16, 6)", "norm/bias(6,)", "norm/scale(6,)"}));
+  EXPECT_EQ(paths, (std::vector<std::string>{"linear1_0/weight(6, 16)", "linear1_1/weight(6, 16)",
+                                             "linear2/bias(6,)", "linear2/weight(16, 6)",
+                                             "norm/bias(6,)", "norm/scale(6,)"}));
 }
 
 TEST(FeedForwardTest, UnknownActivationIsAnError) {
@@ -88,37 +90,7 @@ TEST(FeedForwardTest, UnknownActivationIsAnError) {
   EXPECT_THROW(cfg->instantiate<TransformerFeedForwardLayer>(nullptr), Error);
 }
 
-ConfigPtr<Model::Config> fuji_like_config() {
-  auto layer = TransformerLayer::default_config();
-  auto attn = GroupedQueryAttention::default_config();
-  attn->num_heads = 4;
-  attn->causal = true;
-  auto rope = RoFormerQKVLinear::default_config();
-  rope->input_linear = FusedGroupedQKVLinear::default_config().set("num_kv_heads", 2);
-  rope->input_linear->set("layer", MultiheadInputLinear::default_config().set("bias", false));
-  attn->input_linear = rope;
-  attn->output_linear->bias = false;
-  layer->self_attention->attention = attn;
-  layer->self_attention->norm = RMSNorm::default_config().set("eps", 1e-5);
-  layer->feed_forward->hidden_dim = ConfigPtr<HiddenDimFnConfig>(
-      ScaleFn::default_config().set("scale", 8.0 / 3).set("round_up_to_multiples_of", 16));
-  layer->feed_forward->activation = std::vector<std::string>{"nn.silu", "linear"};
-  layer->feed_forward->norm = RMSNorm::default_config().set("eps", 1e-5);
-  layer->feed_forward->linear1->bias = false;
-  layer->feed_forward->linear2->bias = false;
-  auto stack = RepeatedTransformerLayer::default_config();
-  stack->num_layers = 4;
-  stack->layer = layer;
-  auto dec = Decoder::default_config();
-  dec->dim = 8;
-  dec->vocab_size = 32;
-  dec->transformer = stack;
-  dec->output_norm = RMSNorm::default_config().set("eps", 1e-5);
-  auto model = Model::default_config();
-  model->name = "model";
-  model->decoder = dec;
-  return model;
-}
+ConfigPtr<Model::Config> fuji_like_config() { return llama_like_config(8, 32, 4, false); }
 
 TEST(ConfigDumpTest, FujiPathsMatchAXLearnGoldens) {
   auto model = fuji_like_config();
@@ -129,7 +101,8 @@ TEST(ConfigDumpTest, FujiPathsMatchAXLearnGoldens) {
       "decoder.transformer.num_layers: 4",
       "decoder.transformer.klass: 'axlearn.common.attention.RepeatedTransformerLayer'",
       "decoder.transformer.layer.self_attention.attention.num_heads: 4",
-      "decoder.transformer.layer.self_attention.attention.input_linear.input_linear.num_kv_heads: 2",
+      "decoder.transformer.layer.self_attention.attention.input_linear.input_linear.num_kv_heads: "
+      "2",
       "decoder.transformer.layer.self_attention.attention.input_linear.input_linear.klass: "
       "'axlearn.common.attention.FusedGroupedQKVLinear'",
       "decoder.transformer.layer.self_attention.attention.input_linear.rope_pos_emb_layer.theta: "
@@ -149,19 +122,22 @@ TEST(ConfigDumpTest, FujiPathsMatchAXLearnGoldens) {
 TEST(DecoderTest, RepeatedParametersAreStackedUnderRepeatLayer) {
   auto model = fuji_like_config()->instantiate<Model>(nullptr);
   auto specs = model->create_parameter_specs_recursively();
-  EXPECT_EQ(shape_str(specs.at_path("decoder/transformer/repeat/layer/self_attention/attention/"
-                                    "input_linear/input_linear/qkv_proj/weight").shape),
-            "(4, 8, 8, 2)");  // (layers, D, N + 2K, H)
-  EXPECT_EQ(shape_str(specs.at_path("decoder/transformer/repeat/layer/feed_forward/linear1_1/weight")
+  EXPECT_EQ(shape_str(specs
+                          .at_path("decoder/transformer/repeat/layer/self_attention/attention/"
+                                   "input_linear/input_linear/qkv_proj/weight")
                           .shape),
-            "(4, 8, 32)");  // hidden 8 * 8/3 = 21 rounded up to 32
+            "(4, 8, 8, 2)");  // (layers, D, N + 2K, H)
+  EXPECT_EQ(
+      shape_str(
+          specs.at_path("decoder/transformer/repeat/layer/feed_forward/linear1_1/weight").shape),
+      "(4, 8, 32)");  // hidden 8 * 8/3 = 21 rounded up to 32
   NestedTensor p = model->initialize_parameters_recursively(random::key(0));
   EXPECT_EQ(shape_str(p.at_path("decoder/emb/token_emb/weight").tensor().shape()), "(32, 8)");
   EXPECT_FALSE(p.at("decoder").contains("lm_head"));  // tied by default
   // The model trains end to end: summaries are there and finite.
   Tensor ids = array(std::vector<int32_t>{3, 4, 5, 6, 7, 8}, {1, 6});
-  auto out = functional_call(*model, p, random::key(1), true,
-                             [&] { return model->forward(ids, ids); });
+  auto out =
+      functional_call(*model, p, random::key(1), true, [&] { return model->forward(ids, ids); });
   for (const char* name : {"loss", "accuracy", "perplexity", "num_tokens"}) {
     EXPECT_TRUE(std::isfinite(out.output_collection.summary(name).value().item<float>())) << name;
   }

@@ -86,9 +86,8 @@ double check_layer(BaseLayer& layer, const nlohmann::json& c,
   Tensor cot = load(c["cotangent"]);
   Tensor y;
   auto loss = [&](const NestedTensor& p) {
-    auto out = functional_call(layer, p, random::key(1), false, [&] {
-      return fn(grad_input ? p.at("x").tensor() : x);
-    });
+    auto out = functional_call(layer, p, random::key(1), false,
+                               [&] { return fn(grad_input ? p.at("x").tensor() : x); });
     y = out.outputs;
     return sum(out.outputs * cot);
   };
@@ -113,7 +112,8 @@ TEST(LayersParityTest, LinearMatchesTorch) {
   cfg->input_dim = 8;
   cfg->output_dim = 5;
   auto layer = cfg->instantiate<Linear>(nullptr);
-  report("linear", check_layer(*layer, kase("linear"), [&](const Tensor& x) { return layer->forward(x); }));
+  report("linear",
+         check_layer(*layer, kase("linear"), [&](const Tensor& x) { return layer->forward(x); }));
 }
 
 TEST(LayersParityTest, RMSNormMatchesTorch) {
@@ -132,8 +132,8 @@ TEST(LayersParityTest, LayerNormMatchesTorch) {
   cfg->input_dim = 8;
   cfg->eps = 1e-5;
   auto layer = cfg->instantiate<LayerNorm>(nullptr);
-  report("layer_norm",
-         check_layer(*layer, kase("layer_norm"), [&](const Tensor& x) { return layer->forward(x); }));
+  report("layer_norm", check_layer(*layer, kase("layer_norm"),
+                                   [&](const Tensor& x) { return layer->forward(x); }));
 }
 
 TEST(LayersParityTest, EmbeddingMatchesTorch) {
@@ -142,9 +142,10 @@ TEST(LayersParityTest, EmbeddingMatchesTorch) {
   cfg->num_embeddings = 11;
   cfg->dim = 4;
   auto layer = cfg->instantiate<Embedding>(nullptr);
-  report("embedding", check_layer(*layer, kase("embedding"),
-                                  [&](const Tensor& ids) { return layer->forward(ids); }, "ids",
-                                  /*grad_input=*/false));
+  report("embedding", check_layer(
+                          *layer, kase("embedding"),
+                          [&](const Tensor& ids) { return layer->forward(ids); }, "ids",
+                          /*grad_input=*/false));
 }
 
 ConfigPtr<TransformerFeedForwardLayer::Config> swiglu_ffn_config() {
@@ -242,14 +243,16 @@ TEST_P(AttentionParityTest, MatchesTorch) {
 
 INSTANTIATE_TEST_SUITE_P(
     Cases, AttentionParityTest,
-    ::testing::Values(AttentionCase{"mha_causal", 4, std::nullopt, "grouped", true, std::nullopt, std::nullopt},
-                      AttentionCase{"mha_fused_causal_rope", 4, 10000.0, "fused", true, std::nullopt, std::nullopt},
-                      AttentionCase{"gqa_rope_causal", 2, 10000.0, "grouped", true, std::nullopt, std::nullopt},
-                      AttentionCase{"gqa_fused_rope_sliding_window", 2, 500000.0, "fused_grouped",
-                                    true, 2, std::nullopt},
-                      AttentionCase{"mqa_rope_segments", 1, 10000.0, "grouped", true, std::nullopt, std::nullopt},
-                      AttentionCase{"mha_logit_cap_noncausal", 4, std::nullopt, "grouped", false,
-                                    std::nullopt, 2.0}),
+    ::testing::Values(
+        AttentionCase{"mha_causal", 4, std::nullopt, "grouped", true, std::nullopt, std::nullopt},
+        AttentionCase{"mha_fused_causal_rope", 4, 10000.0, "fused", true, std::nullopt,
+                      std::nullopt},
+        AttentionCase{"gqa_rope_causal", 2, 10000.0, "grouped", true, std::nullopt, std::nullopt},
+        AttentionCase{"gqa_fused_rope_sliding_window", 2, 500000.0, "fused_grouped", true, 2,
+                      std::nullopt},
+        AttentionCase{"mqa_rope_segments", 1, 10000.0, "grouped", true, std::nullopt, std::nullopt},
+        AttentionCase{"mha_logit_cap_noncausal", 4, std::nullopt, "grouped", false, std::nullopt,
+                      2.0}),
     [](const auto& info) { return info.param.name; });
 
 struct LmCase {
@@ -297,7 +300,8 @@ TEST_P(LmParityTest, LogitsLossAndEveryGradientMatchTorch) {
   Tensor labels = load(c["inputs"]["target_labels"], int32);
   Tensor weights = load(c["inputs"]["target_weights"]);
   Tensor seg;
-  if (c["inputs"].contains("input_segment_ids")) seg = load(c["inputs"]["input_segment_ids"], int32);
+  if (c["inputs"].contains("input_segment_ids"))
+    seg = load(c["inputs"]["input_segment_ids"], int32);
   Tensor logits;
   auto loss_fn = [&](const NestedTensor& p) {
     auto out = functional_call(*model, p, random::key(1), false,

@@ -43,6 +43,10 @@ void store_chunk(const C* in, Dtype dtype, void* base, int64_t start, int64_t n)
 // what storing then loading would give.
 void round_chunk(Dtype dtype, float* x, int64_t n);
 
+// The stride-0 view of `a` broadcast to `shape`, operand dim i feeding output dim dims[i]
+// (broadcast_in_dim's kernel, also used by fused loops to read their inputs in place).
+Array broadcast_view(const Array& a, const Shape& shape, const std::vector<int>& dims);
+
 // Calls fn(C{}) with C the compute type of storage dtype d (16-bit floats compute in float).
 template <typename Fn>
 decltype(auto) dispatch_compute(Dtype d, Fn&& fn) {

@@ -18,18 +18,6 @@ using cpu::dispatch_compute;
 
 bool is_16bit_float(Dtype d) { return d == Dtype::kBF16 || d == Dtype::kF16; }
 
-// The view a broadcast_in_dim kernel would produce: operand dim i feeds output dim dims[i];
-// every other output dim (and every size-1 operand dim) repeats with stride 0.
-Array broadcast_view(const Array& a, const Shape& shape, const std::vector<int>& dims) {
-  Array v = a;
-  v.shape = shape;
-  v.strides.assign(shape.size(), 0);
-  for (size_t i = 0; i < dims.size(); ++i) {
-    if (a.shape[i] != 1) v.strides[dims[i]] = a.strides[i];
-  }
-  return v;
-}
-
 // numpy conversion between storage types, with values held in compute types on both sides.
 template <typename Cin>
 void convert_chunk(const Cin* x, Dtype to, void* y, int64_t n) {
@@ -201,7 +189,7 @@ void FusedElementwise::eval_cpu_multi(const std::vector<Array>& in, std::vector<
   for (int i = 0; i < num_inputs; ++i) {
     views[i] = in[i];
     for (const auto& [shape, dims] : inputs_[i].broadcasts)
-      views[i] = broadcast_view(views[i], shape, dims);
+      views[i] = cpu::broadcast_view(views[i], shape, dims);
     AXLEARN_CHECK(views[i].shape == shape_ && views[i].dtype == inputs_[i].dtype,
                   "fused_elementwise input ", i, " has shape ", shape_str(views[i].shape));
     const Dtype d = inputs_[i].dtype;

@@ -23,10 +23,7 @@ struct Matrix3 {
 bool collapse(const Array& a, const std::vector<int>& dims, int64_t& size, int64_t& stride) {
   size = 1;
   stride = 1;
-  int64_t prev_stride = -1;
-  for (int d : dims) {
-    size *= a.shape[d];
-  }
+  for (int d : dims) size *= a.shape[d];
   // Walk from the innermost axis outwards, checking each is dense over the ones inside it.
   int64_t expect = -1;
   for (int i = int(dims.size()) - 1; i >= 0; --i) {
@@ -39,51 +36,39 @@ bool collapse(const Array& a, const std::vector<int>& dims, int64_t& size, int64
       return false;
     }
     expect = st * s;
-    prev_stride = st;
   }
-  (void)prev_stride;
   return true;
 }
 
+bool collapse_all(Matrix3& m, const std::vector<int>& batch, const std::vector<int>& rows,
+                  const std::vector<int>& cols) {
+  return collapse(m.data, batch, m.b, m.sb) && collapse(m.data, rows, m.r, m.sr) &&
+         collapse(m.data, cols, m.c, m.sc);
+}
+
+// Views `a` as (batch, rows, cols); copies it into that order only when its strides do not allow
+// the view.
 Matrix3 as_matrix(const Array& a, const std::vector<int>& batch, const std::vector<int>& rows,
                   const std::vector<int>& cols) {
   Matrix3 m;
   m.data = a;
-  for (int attempt = 0; attempt < 2; ++attempt) {
-    bool ok = collapse(m.data, batch, m.b, m.sb) && collapse(m.data, rows, m.r, m.sr) &&
-              collapse(m.data, cols, m.c, m.sc);
-    if (ok) return m;
-    // Copy into (batch, rows, cols) order and retry on the dense copy.
-    std::vector<int> perm = batch;
-    perm.insert(perm.end(), rows.begin(), rows.end());
-    perm.insert(perm.end(), cols.begin(), cols.end());
-    Array t = a;
-    for (size_t i = 0; i < perm.size(); ++i) {
-      t.shape[i] = a.shape[perm[i]];
-      t.strides[i] = a.strides[perm[i]];
-    }
-    Array dense = contiguous(t);
-    if (dense.storage == t.storage) {  // already dense in this order: copy is not needed
-      dense = Array::empty(t.shape, t.dtype);
-      cpu::parallel_chunks(t.size(), 1 << 15, [&](int64_t b, int64_t e) {
-        dispatch_dtype(t.dtype, [&](auto tag) {
-          using T = decltype(tag);
-          std::memcpy(dense.data<T>() + b, t.data<T>() + b, (e - b) * sizeof(T));
-        });
-      });
-    }
-    // Re-express the groups on the dense copy's axes.
-    m.data = dense;
-    std::vector<int> nb, nr, nc;
-    int k = 0;
-    for (size_t i = 0; i < batch.size(); ++i) nb.push_back(k++);
-    for (size_t i = 0; i < rows.size(); ++i) nr.push_back(k++);
-    for (size_t i = 0; i < cols.size(); ++i) nc.push_back(k++);
-    bool ok2 = collapse(dense, nb, m.b, m.sb) && collapse(dense, nr, m.r, m.sr) &&
-               collapse(dense, nc, m.c, m.sc);
-    AXLEARN_CHECK(ok2, "dense operand failed to collapse");
-    return m;
+  if (collapse_all(m, batch, rows, cols)) return m;
+  std::vector<int> perm = batch;
+  perm.insert(perm.end(), rows.begin(), rows.end());
+  perm.insert(perm.end(), cols.begin(), cols.end());
+  Array t = a;
+  for (size_t i = 0; i < perm.size(); ++i) {
+    t.shape[i] = a.shape[perm[i]];
+    t.strides[i] = a.strides[perm[i]];
   }
+  m.data = contiguous(t);
+  // On the dense copy the groups are consecutive axes.
+  std::vector<int> nb, nr, nc;
+  int k = 0;
+  for (size_t i = 0; i < batch.size(); ++i) nb.push_back(k++);
+  for (size_t i = 0; i < rows.size(); ++i) nr.push_back(k++);
+  for (size_t i = 0; i < cols.size(); ++i) nc.push_back(k++);
+  AXLEARN_CHECK(collapse_all(m, nb, nr, nc), "dense operand failed to collapse");
   return m;
 }
 

@@ -19,14 +19,6 @@ Array dense_copy(const Array& a) {
   return out;
 }
 
-int64_t read_index(const Array& a, int64_t i) {
-  return dispatch_dtype(a.dtype, [&](auto t) -> int64_t {
-    using T = decltype(t);
-    Array c = contiguous(a);
-    return cast_value<int64_t>(c.data<T>()[i]);
-  });
-}
-
 std::vector<int64_t> read_indices(const Array& a) {
   Array c = contiguous(a);
   std::vector<int64_t> out(c.size());
@@ -40,24 +32,26 @@ std::vector<int64_t> read_indices(const Array& a) {
 
 // Starts of a dynamic slice clamped so the window [start, start+size) fits (XLA semantics).
 std::vector<int64_t> clamped_starts(const Array& starts, const Shape& operand, const Shape& sizes) {
-  std::vector<int64_t> s(operand.size());
-  for (size_t i = 0; i < operand.size(); ++i) {
-    s[i] = std::clamp<int64_t>(read_index(starts, int64_t(i)), 0, operand[i] - sizes[i]);
-  }
+  std::vector<int64_t> s = read_indices(starts);
+  for (size_t i = 0; i < operand.size(); ++i)
+    s[i] = std::clamp<int64_t>(s[i], 0, operand[i] - sizes[i]);
   return s;
 }
 
 }  // namespace
 
-void BroadcastInDim::eval_cpu(const std::vector<Array>& in, Array& out) const {
-  const Array& x = in[0];
-  Strides st(shape_.size(), 0);
-  for (size_t i = 0; i < dims_.size(); ++i) {
-    if (x.shape[i] == shape_[dims_[i]]) st[dims_[i]] = x.strides[i];
+Array cpu::broadcast_view(const Array& a, const Shape& shape, const std::vector<int>& dims) {
+  Array v = a;
+  v.shape = shape;
+  v.strides.assign(shape.size(), 0);
+  for (size_t i = 0; i < dims.size(); ++i) {
+    if (a.shape[i] == shape[dims[i]]) v.strides[dims[i]] = a.strides[i];
   }
-  out.storage = x.storage;
-  out.offset = x.offset;
-  out.strides = std::move(st);
+  return v;
+}
+
+void BroadcastInDim::eval_cpu(const std::vector<Array>& in, Array& out) const {
+  out = cpu::broadcast_view(in[0], shape_, dims_);
 }
 
 void Reshape::eval_cpu(const std::vector<Array>& in, Array& out) const {
