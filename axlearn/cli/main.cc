@@ -1,4 +1,4 @@
-// The `axlearn` command line: one subcommand per job (`axlearn demo`, ...). Flag errors come from
+// The `axlearn` command line: one subcommand per job (`axlearn train`, `eval`, `configs`, `demo`). Flag errors come from
 // CLI11 with usage (exit status 100+); errors in a job print one line and exit 1, never a crash.
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -6,6 +6,7 @@
 #include <iostream>
 
 #include "axlearn/cli/demo.h"
+#include "axlearn/cli/train.h"
 #include "axlearn/core/error.h"
 
 namespace {
@@ -29,6 +30,40 @@ CLI::App* add_demo(CLI::App& app, axlearn::cli::DemoOptions& o) {
   return cmd;
 }
 
+CLI::App* add_train(CLI::App& app, axlearn::cli::TrainOptions& o) {
+  CLI::App* cmd = app.add_subcommand(
+      "train",
+      "Train a registered experiment (see `axlearn configs list`); resumes from the newest "
+      "checkpoint in --trainer_dir. SIGINT/SIGTERM save a checkpoint and exit.");
+  cmd->add_option("--config", o.config, "Experiment name, e.g. fuji-nano")->required();
+  cmd->add_option("--trainer_dir", o.trainer_dir,
+                  "Folder for checkpoints/, summaries/ (TensorBoard) and metrics.jsonl")
+      ->required();
+  cmd->add_option("--max_step", o.max_step,
+                  "Train to this step (also moves the schedule's and policies' max_step)");
+  cmd->add_option("--set", o.overrides,
+                  "Config override PATH=VALUE, repeatable, e.g. --set "
+                  "model.decoder.transformer.num_layers=2 --set input.global_batch_size=8")
+      ->take_all();
+  return cmd;
+}
+
+CLI::App* add_eval(CLI::App& app, axlearn::cli::EvalOptions& o) {
+  CLI::App* cmd = app.add_subcommand(
+      "eval", "Evaluate the newest checkpoint of a trainer dir with the run's evalers");
+  cmd->add_option("--trainer_dir", o.trainer_dir, "Trainer folder of an `axlearn train` run")
+      ->required();
+  cmd->add_option("--config", o.config,
+                  "Experiment name; default: the trainer_config.json saved by the run");
+  cmd->add_option("--set", o.overrides, "Config override PATH=VALUE, repeatable")->take_all();
+  return cmd;
+}
+
+struct ConfigsOptions {
+  std::string name;
+  std::vector<std::string> overrides;
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -36,6 +71,20 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   axlearn::cli::DemoOptions demo_options;
   CLI::App* demo = add_demo(app, demo_options);
+  axlearn::cli::TrainOptions train_options;
+  CLI::App* train = add_train(app, train_options);
+  axlearn::cli::EvalOptions eval_options;
+  CLI::App* eval = add_eval(app, eval_options);
+  CLI::App* configs = app.add_subcommand("configs", "List or print the registered experiments");
+  configs->require_subcommand(1);
+  CLI::App* configs_list =
+      configs->add_subcommand("list", "Name, parameter count and description of each");
+  ConfigsOptions show_options;
+  CLI::App* configs_show = configs->add_subcommand(
+      "show", "Print an experiment's config, one 'path: value' line per field");
+  configs_show->add_option("name", show_options.name, "Experiment name")->required();
+  configs_show->add_option("--set", show_options.overrides, "Config override PATH=VALUE")
+      ->take_all();
 
   try {
     app.parse(argc, argv);
@@ -43,9 +92,19 @@ int main(int argc, char** argv) {
     return app.exit(e);
   }
 
-  const char* job = demo->parsed() ? "demo" : "";
+  const char* job = demo->parsed()      ? "demo"
+                    : train->parsed()   ? "train"
+                    : eval->parsed()    ? "eval"
+                    : configs->parsed() ? "configs"
+                                        : "";
   try {
     if (demo->parsed()) axlearn::cli::run_demo(demo_options, std::cout);
+    if (train->parsed()) return axlearn::cli::run_train(train_options, std::cout);
+    if (eval->parsed()) return axlearn::cli::run_eval(eval_options, std::cout);
+    if (configs_list->parsed()) axlearn::cli::list_configs(std::cout);
+    if (configs_show->parsed()) {
+      axlearn::cli::show_config(show_options.name, show_options.overrides, std::cout);
+    }
     return 0;
   } catch (const axlearn::Error& e) {
     std::fprintf(stderr, "axlearn %s: error: %s\n", job, e.what());

@@ -90,6 +90,16 @@ DecoderOutput Decoder::forward(const Tensor& input_ids, const Tensor& input_segm
 
 Model::Model(const Config& cfg, Module* parent) : BaseLayer(cfg, parent) {
   decoder_ = &add_child<Decoder>("decoder", cfg.decoder);
+  // The trainer's entry point: a batch of the input pipeline in, {"loss"} out.
+  register_method("forward", [this](const NestedTensor& batch) {
+    auto optional = [&](const char* key) {
+      return batch.contains(key) ? batch.at(key).tensor() : Tensor();
+    };
+    LmLoss out = forward(batch.at("input_ids").tensor(), batch.at("target_labels").tensor(),
+                         optional("target_weights"), optional("input_segment_ids"),
+                         optional("input_positions"));
+    return NestedTensor{{"loss", out.loss}};
+  });
 }
 
 LmLoss Model::forward(const Tensor& input_ids, const Tensor& target_labels,

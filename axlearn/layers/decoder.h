@@ -97,8 +97,10 @@ struct LmLoss {
   Tensor logits;  // (B, T, vocab)
 };
 
-// Causal language model (AXLearn's causal_lm.Model). forward's summaries: loss, accuracy,
-// perplexity, num_tokens (and z_loss when z_loss_scale > 0).
+// Causal language model (AXLearn's causal_lm.Model). forward's summaries: loss, cross_entropy,
+// accuracy, perplexity, num_tokens (and z_loss when z_loss_scale > 0). The registered method
+// "forward" takes an input batch {"input_ids", "target_labels" [, "target_weights",
+// "input_segment_ids", "input_positions"]} and returns {"loss"}.
 class Model : public BaseLayer {
  public:
   struct Config : BaseLayer::Config {

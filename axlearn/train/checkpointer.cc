@@ -389,20 +389,27 @@ std::vector<int64_t> garbage_collect_checkpoints(const std::string& dir, int kee
   return removed;
 }
 
-Checkpointer::Checkpointer(Options options) : options_(std::move(options)) {
-  if (options_.dir.empty()) fail("Checkpointer: dir is empty");
-  if (options_.keep_last_n < 1) {
-    fail("Checkpointer: keep_last_n must be at least 1, got ", options_.keep_last_n);
+Checkpointer::Checkpointer(const Config& cfg)
+    : Configurable(cfg),
+      dir_(cfg.dir.get()),
+      keep_last_n_(static_cast<int>(cfg.keep_last_n.get())),
+      keep_every_n_steps_(cfg.keep_every_n_steps.get()) {
+  if (dir_.empty()) fail("checkpointer.dir is empty");
+  if (cfg.keep_last_n.get() < 1) {
+    fail("checkpointer.keep_last_n must be at least 1, got ", cfg.keep_last_n.get());
   }
-  if (options_.keep_every_n_steps < 0) {
-    fail("Checkpointer: keep_every_n_steps must be non-negative, got ",
-         options_.keep_every_n_steps);
+  if (keep_every_n_steps_ < 0) {
+    fail("checkpointer.keep_every_n_steps must be non-negative, got ", keep_every_n_steps_);
+  }
+  if (cfg.save_policy.get()) {
+    auto scope = InstantiationScope::child("save_policy");
+    policy_ = cfg.save_policy.get()->instantiate();
   }
 }
 
 void Checkpointer::save(int64_t step, const NestedTensor& tree, const std::string& extra_json) {
-  save_checkpoint(options_.dir, step, tree, extra_json);
-  garbage_collect_checkpoints(options_.dir, options_.keep_last_n, options_.keep_every_n_steps);
+  save_checkpoint(dir_, step, tree, extra_json);
+  garbage_collect_checkpoints(dir_, keep_last_n_, keep_every_n_steps_);
 }
 
 std::optional<RestoredCheckpoint> Checkpointer::restore_latest(

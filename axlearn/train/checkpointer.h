@@ -8,7 +8,9 @@
 #include <string>
 #include <vector>
 
+#include "axlearn/config/configurable.h"
 #include "axlearn/core/nested.h"
+#include "axlearn/train/policy.h"
 
 namespace axlearn {
 
@@ -46,27 +48,40 @@ RestoredCheckpoint restore_checkpoint(const std::string& dir, int64_t step,
 std::vector<int64_t> garbage_collect_checkpoints(const std::string& dir, int keep_last_n,
                                                  int64_t keep_every_n_steps = 0);
 
-// The trainer's handle: saves then collects garbage by its policy.
-class Checkpointer {
+// The trainer's checkpointer (AXLearn's checkpointer.Checkpointer): saves when its save_policy
+// says so, then collects garbage by keep_last_n / keep_every_n_steps.
+class Checkpointer : public Configurable {
  public:
-  struct Options {
-    std::string dir;  // the trainer dir; steps go under dir/checkpoints
-    int keep_last_n = 3;
-    int64_t keep_every_n_steps = 0;  // 0 keeps none beyond the last n
+  struct Config : Configurable::Config {
+    AXLEARN_CONFIG(Config)
+    Field<std::string> dir{this, "dir", REQUIRED,
+                           "The trainer dir (filled in); steps go under dir/checkpoints."};
+    Field<int64_t> keep_last_n{this, "keep_last_n", 3, "Newest committed steps kept (>= 1)."};
+    Field<int64_t> keep_every_n_steps{this, "keep_every_n_steps", 0,
+                                      "Also keep steps divisible by this; 0: none."};
+    Field<ConfigPtr<train::StepPolicyConfig>> save_policy{
+        this, "save_policy", nullptr,
+        "Steps to save at; None: only when the trainer stops (end, signal)."};
   };
-  explicit Checkpointer(Options options);
+  AXLEARN_CONFIGURABLE(Checkpointer, "axlearn.common.checkpointer.Checkpointer")
+  explicit Checkpointer(const Config& cfg);
 
+  // Whether the save policy asks for a checkpoint at `step`.
+  bool should_save(int64_t step) const { return policy_ && policy_(step); }
   void save(int64_t step, const NestedTensor& tree, const std::string& extra_json = "null");
-  std::optional<int64_t> latest_step() const { return axlearn::latest_step(options_.dir); }
+  std::optional<int64_t> latest_step() const { return axlearn::latest_step(dir_); }
   RestoredCheckpoint restore(int64_t step, const NestedTensor& like_tree) const {
-    return restore_checkpoint(options_.dir, step, like_tree);
+    return restore_checkpoint(dir_, step, like_tree);
   }
   // Restores the newest committed step, or returns nullopt when there is none.
   std::optional<RestoredCheckpoint> restore_latest(const NestedTensor& like_tree) const;
-  const Options& options() const { return options_; }
+  const std::string& dir() const { return dir_; }
 
  private:
-  Options options_;
+  std::string dir_;
+  int keep_last_n_;
+  int64_t keep_every_n_steps_;
+  train::StepPolicy policy_;
 };
 
 }  // namespace axlearn

@@ -21,6 +21,15 @@ namespace axlearn {
 namespace {
 namespace fs = std::filesystem;
 
+ConfigPtr<Checkpointer::Config> make_checkpointer_config(const std::string& dir, int64_t keep_last_n,
+                                                        int64_t keep_every_n_steps) {
+  auto cfg = Checkpointer::default_config();
+  cfg->dir = dir;
+  cfg->keep_last_n = keep_last_n;
+  cfg->keep_every_n_steps = keep_every_n_steps;
+  return cfg;
+}
+
 class CheckpointerTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -139,7 +148,7 @@ TEST_F(CheckpointerTest, StepWithoutIndexIsIgnored) {
 
 TEST_F(CheckpointerTest, NoCheckpointsMeansNoLatestStep) {
   EXPECT_EQ(latest_step(dir_), std::nullopt);
-  Checkpointer ckpt({dir_, 2, 0});
+  Checkpointer ckpt(*make_checkpointer_config(dir_, 2, 0));
   EXPECT_EQ(ckpt.restore_latest(NestedTensor{}), std::nullopt);
 }
 
@@ -210,7 +219,7 @@ TEST_F(CheckpointerTest, ShapeAndDtypeMismatchesAreNamed) {
 TEST_F(CheckpointerTest, GarbageCollectionKeepsLastNAndEveryN) {
   std::mt19937 rng(7);
   NestedTensor tree{{"a", random_tensor({2}, float32, rng)}};
-  Checkpointer ckpt({dir_, /*keep_last_n=*/2, /*keep_every_n_steps=*/4});
+  Checkpointer ckpt(*make_checkpointer_config(dir_, /*keep_last_n=*/2, /*keep_every_n_steps=*/4));
   for (int64_t s = 0; s <= 10; ++s) ckpt.save(s, tree);
   // Reference: keep a step if it is among the 2 newest or a multiple of 4.
   std::vector<int64_t> want;
@@ -250,8 +259,8 @@ TEST_F(CheckpointerTest, BadInputsThrowErrorsNotCrashes) {
   EXPECT_THROW(save_checkpoint(dir_, 1, tree, "{not json"), Error);
   EXPECT_THROW(save_checkpoint(dir_, -1, tree), Error);
   EXPECT_THROW(restore_checkpoint(dir_, 9, like(tree)), Error);
-  EXPECT_THROW(Checkpointer({dir_, 0, 0}), Error);
-  EXPECT_THROW(Checkpointer({"", 1, 0}), Error);
+  EXPECT_THROW(Checkpointer(*make_checkpointer_config(dir_, 0, 0)), Error);
+  EXPECT_THROW(Checkpointer(*make_checkpointer_config("", 1, 0)), Error);
   EXPECT_THROW(garbage_collect_checkpoints(dir_, 1, -2), Error);
 
   save_checkpoint(dir_, 2, tree);

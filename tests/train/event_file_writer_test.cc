@@ -1,6 +1,6 @@
-// SummaryWriter: CRC32C against published vectors, and event files decoded here by an
+// EventFileWriter: CRC32C against published vectors, and event files decoded here by an
 // independent TFRecord + protobuf reader (and, when python3 is present, by read_events.py).
-#include "axlearn/train/summary_writer.h"
+#include "axlearn/train/event_file_writer.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -183,7 +183,7 @@ TEST_F(SummaryWriterTest, ScalarsHistogramsAndTextDecode) {
   std::string path;
   const double before = double(std::time(nullptr)) - 1;
   {
-    SummaryWriter w(dir_ + "/train");
+    EventFileWriter w(dir_ + "/train");
     path = w.path();
     w.add_scalar("loss", 2.5, 10);
     w.add_scalar("learning_rate", 1e-3, 11);
@@ -235,7 +235,7 @@ TEST_F(SummaryWriterTest, ScalarsHistogramsAndTextDecode) {
 }
 
 TEST_F(SummaryWriterTest, HistogramEdgeCases) {
-  SummaryWriter w(dir_);
+  EventFileWriter w(dir_);
   w.add_histogram("same", {3.0, 3.0, 3.0}, 1);
   w.add_histogram("none", {}, 2);
   EXPECT_THROW(w.add_histogram("nan", {1.0, std::nan("")}, 3), Error);
@@ -256,7 +256,7 @@ TEST_F(SummaryWriterTest, HistogramEdgeCases) {
 }
 
 TEST_F(SummaryWriterTest, TwoWritersInOneFolderGetDistinctFiles) {
-  SummaryWriter a(dir_), b(dir_);
+  EventFileWriter a(dir_), b(dir_);
   EXPECT_NE(a.path(), b.path());
   a.add_scalar("x", 1, 1);
   b.add_scalar("x", 2, 1);
@@ -269,7 +269,7 @@ TEST_F(SummaryWriterTest, TwoWritersInOneFolderGetDistinctFiles) {
 TEST_F(SummaryWriterTest, UnwritableFolderIsAnError) {
   fs::create_directories(dir_);
   std::ofstream(dir_ + "/file") << "x";
-  EXPECT_THROW(SummaryWriter(dir_ + "/file/sub"), Error);
+  EXPECT_THROW(EventFileWriter(dir_ + "/file/sub"), Error);
 }
 
 // tests/train/read_events.py is a plain-Python reader (struct + a small protobuf decoder), a
@@ -280,7 +280,7 @@ TEST_F(SummaryWriterTest, PythonReaderSeesTheSameScalars) {
   }
   std::string path;
   {
-    SummaryWriter w(dir_);
+    EventFileWriter w(dir_);
     path = w.path();
     for (int s = 0; s < 5; ++s) w.add_scalar("train/loss", 10.0 / (s + 1), s);
     w.add_histogram("train/w", {-1.0, 0.5, 1.0}, 4, 2);

@@ -1,0 +1,120 @@
+#include "axlearn/cli/train.h"
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "axlearn/core/error.h"
+#include "axlearn/experiments/experiments.h"
+
+namespace axlearn::cli {
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string human_count(int64_t n) {
+  std::ostringstream os;
+  os << std::fixed << std::setprecision(n >= 1e9 ? 2 : 1);
+  if (n >= 1000000000) {
+    os << n / 1e9 << "B";
+  } else if (n >= 1000000) {
+    os << n / 1e6 << "M";
+  } else if (n >= 1000) {
+    os << n / 1e3 << "K";
+  } else {
+    os << n;
+  }
+  return os.str();
+}
+
+void print_eval(const std::map<std::string, train::EvalMetrics>& evals, std::ostream& out) {
+  for (const auto& [name, m] : evals) {
+    out << "final eval (" << name << "): loss " << std::fixed << std::setprecision(4)
+        << m.at("loss") << " nats/token, accuracy " << m.at("accuracy") << ", perplexity "
+        << std::setprecision(2) << m.at("perplexity") << " over "
+        << static_cast<int64_t>(m.at("num_tokens")) << " tokens\n";
+  }
+}
+
+}  // namespace
+
+ConfigPtr<train::SpmdTrainer::Config> build_trainer_config(const TrainOptions& o) {
+  if (o.trainer_dir.empty()) fail("--trainer_dir is required");
+  ConfigPtr<train::SpmdTrainer::Config> cfg = experiments::trainer_config(o.config);
+  cfg->dir = o.trainer_dir;
+  if (o.max_step) {
+    if (*o.max_step < 1) fail("--max_step must be at least 1, got ", *o.max_step);
+    const int64_t old = cfg->max_step.get();
+    const auto flat = cfg->to_flat_dict();
+    for (const auto& [path, value] : flat.items()) {
+      const bool is_max_step = path == "max_step" || (path.size() > 9 &&
+                                                      path.substr(path.size() - 9) == ".max_step");
+      if (is_max_step && value.is_number_integer() && value.get<int64_t>() == old) {
+        apply_override(*cfg, path + "=" + std::to_string(*o.max_step));
+      }
+    }
+  }
+  apply_overrides(*cfg, o.overrides);
+  return cfg;
+}
+
+int run_train(const TrainOptions& o, std::ostream& out) {
+  ConfigPtr<train::SpmdTrainer::Config> cfg = build_trainer_config(o);
+  std::unique_ptr<train::SpmdTrainer> trainer = cfg->instantiate<train::SpmdTrainer>(nullptr);
+  train::TrainResult r = trainer->run();
+  if (r.interrupted) {
+    out << "stopped at step " << r.step << "; run the same command again to resume\n";
+    return 0;
+  }
+  print_eval(r.last_eval, out);
+  out << "checkpoints: " << o.trainer_dir << "/checkpoints  metrics: " << o.trainer_dir
+      << "/metrics.jsonl\n"
+      << "TensorBoard logs: " << o.trainer_dir
+      << "/summaries  (view with: tensorboard --logdir " << o.trainer_dir << "/summaries)\n";
+  return 0;
+}
+
+int run_eval(const EvalOptions& o, std::ostream& out) {
+  if (o.trainer_dir.empty()) fail("--trainer_dir is required");
+  ConfigPtr<train::SpmdTrainer::Config> cfg;
+  if (!o.config.empty()) {
+    cfg = experiments::trainer_config(o.config);
+  } else {
+    const std::string path = o.trainer_dir + "/trainer_config.json";
+    std::ifstream in(path);
+    if (!in) fail("cannot read ", path, " (give --config=NAME for a dir without one)");
+    std::stringstream text;
+    text << in.rdbuf();
+    try {
+      cfg = config_from_json_as<train::SpmdTrainer::Config>(nlohmann::json::parse(text.str()));
+    } catch (const nlohmann::json::exception& e) {
+      fail(path, ": not valid JSON: ", e.what());
+    }
+  }
+  cfg->dir = o.trainer_dir;
+  apply_overrides(*cfg, o.overrides);
+  std::unique_ptr<train::SpmdTrainer> trainer = cfg->instantiate<train::SpmdTrainer>(nullptr);
+  print_eval(trainer->evaluate(), out);
+  return 0;
+}
+
+void list_configs(std::ostream& out) {
+  for (const experiments::Experiment& e : experiments::registered_experiments()) {
+    auto cfg = e.make_config();
+    const int64_t n = experiments::count_parameters(*cfg->model.get());
+    out << std::left << std::setw(11) << e.name << std::right << std::setw(9) << human_count(n)
+        << "  " << e.description << "\n";
+  }
+}
+
+void show_config(const std::string& name, const std::vector<std::string>& overrides,
+                 std::ostream& out) {
+  ConfigPtr<train::SpmdTrainer::Config> cfg = experiments::trainer_config(name);
+  apply_overrides(*cfg, overrides);
+  out << cfg->debug_string();
+}
+
+}  // namespace axlearn::cli

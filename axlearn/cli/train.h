@@ -1,0 +1,44 @@
+// `axlearn train`, `axlearn eval` and `axlearn configs`: the trainer from the command line.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "axlearn/train/trainer.h"
+
+namespace axlearn::cli {
+
+struct TrainOptions {
+  std::string config;       // a registered experiment
+  std::string trainer_dir;  // where checkpoints, summaries and metrics go
+  std::optional<int64_t> max_step;
+  std::vector<std::string> overrides;  // "path=value", applied in order after max_step
+};
+
+// The experiment's config with the trainer dir, max_step and overrides applied. --max_step also
+// moves every other max_step of the config that equalled the experiment's (the learning-rate
+// schedule's, the checkpoint and eval policies'), so a shorter run still decays and evaluates
+// at its end.
+ConfigPtr<train::SpmdTrainer::Config> build_trainer_config(const TrainOptions& options);
+
+// Trains and prints the final evaluation and where the TensorBoard logs are. Returns the exit
+// status (0, also after a clean stop on SIGINT/SIGTERM).
+int run_train(const TrainOptions& options, std::ostream& out);
+
+struct EvalOptions {
+  std::string trainer_dir;
+  std::string config;  // empty: the trainer_config.json the run saved in trainer_dir
+  std::vector<std::string> overrides;
+};
+int run_eval(const EvalOptions& options, std::ostream& out);
+
+// `configs list`: name, parameter count and description of every experiment.
+void list_configs(std::ostream& out);
+// `configs show NAME`: the config in AXLearn's golden-file format, one "path: value" per line.
+void show_config(const std::string& name, const std::vector<std::string>& overrides,
+                 std::ostream& out);
+
+}  // namespace axlearn::cli

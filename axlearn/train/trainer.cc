@@ -1,0 +1,595 @@
+#include "axlearn/train/trainer.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "axlearn/core/compile.h"
+#include "axlearn/core/error.h"
+#include "axlearn/core/ops.h"
+#include "axlearn/core/random.h"
+
+namespace axlearn::train {
+namespace fs = std::filesystem;
+using Json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+// ---- signals: the first SIGINT/SIGTERM asks the loop to save and stop ----
+std::atomic<int> g_stop_signal{0};
+extern "C" void on_stop_signal(int sig) {
+  if (g_stop_signal.exchange(sig) != 0) {
+    // A second signal: the user insists; stop without waiting for the checkpoint.
+    std::signal(sig, SIG_DFL);
+    std::raise(sig);
+  }
+}
+
+class SignalScope {
+ public:
+  SignalScope() {
+    g_stop_signal = 0;
+    old_int_ = std::signal(SIGINT, on_stop_signal);
+    old_term_ = std::signal(SIGTERM, on_stop_signal);
+  }
+  ~SignalScope() {
+    std::signal(SIGINT, old_int_);
+    std::signal(SIGTERM, old_term_);
+  }
+
+ private:
+  void (*old_int_)(int);
+  void (*old_term_)(int);
+};
+
+// ---- watchdog: reports on stderr when no step finishes within the timeout ----
+class Watchdog {
+ public:
+  explicit Watchdog(std::optional<double> timeout_s) {
+    if (!timeout_s) return;
+    timeout_ = std::chrono::duration<double>(*timeout_s);
+    thread_ = std::thread([this] { loop(); });
+  }
+  ~Watchdog() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+  void progress(int64_t step) {
+    std::lock_guard<std::mutex> lock(mu_);
+    step_ = step;
+    last_ = Clock::now();
+  }
+
+ private:
+  void loop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    last_ = Clock::now();
+    while (!done_) {
+      const auto deadline = last_ + std::chrono::duration_cast<Clock::duration>(timeout_);
+      if (cv_.wait_until(lock, deadline, [&] { return done_; })) break;
+      if (Clock::now() >= last_ + std::chrono::duration_cast<Clock::duration>(timeout_)) {
+        const double waited = std::chrono::duration<double>(Clock::now() - last_).count();
+        std::fprintf(stderr, "watchdog: no step has finished for %.0f s (last finished: %lld)\n",
+                     waited, static_cast<long long>(step_));
+        last_ = Clock::now();  // report again after another timeout
+      }
+    }
+  }
+  std::chrono::duration<double> timeout_{0};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  int64_t step_ = 0;
+  Clock::time_point last_ = Clock::now();
+  std::thread thread_;
+};
+
+// Nested tree from "a/b/c"-style summary names (NestedTensor keys must not contain '/').
+void put_path(NestedTensor& tree, const std::string& path, const Tensor& value) {
+  NestedTensor* node = &tree;
+  size_t begin = 0;
+  while (true) {
+    const size_t slash = path.find('/', begin);
+    if (slash == std::string::npos) {
+      (*node)[path.substr(begin)] = value;
+      return;
+    }
+    node = &(*node)[path.substr(begin, slash - begin)];
+    begin = slash + 1;
+  }
+}
+
+// Scalar summaries of a collection as a tree of f32 scalars.
+NestedTensor scalar_summaries(const std::vector<std::pair<std::string, Summary>>& summaries) {
+  NestedTensor out;
+  for (const auto& [path, s] : summaries) {
+    if (s.kind() == Summary::Kind::kScalar) put_path(out, path, astype(s.value(), float32));
+  }
+  return out;
+}
+
+double scalar_of(const Tensor& t) { return astype(t, float64).item<double>(); }
+
+std::string format_duration(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "?";
+  const auto s = static_cast<long long>(seconds + 0.5);
+  char buf[32];
+  if (s >= 3600) {
+    std::snprintf(buf, sizeof buf, "%lldh%02lldm", s / 3600, (s / 60) % 60);
+  } else {
+    std::snprintf(buf, sizeof buf, "%lldm%02llds", s / 60, s % 60);
+  }
+  return buf;
+}
+
+// NaN and infinities are not JSON numbers; they are written as null.
+Json json_number(double v) { return std::isfinite(v) ? Json(v) : Json(nullptr); }
+
+NestedTensor cast_floating(const NestedTensor& tree, std::optional<Dtype> dtype) {
+  if (!dtype) return tree;
+  return tree.map([&](const Tensor& t) {
+    return is_floating(t.dtype()) && t.dtype() != *dtype ? astype(t, *dtype) : t;
+  });
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// SpmdEvaler
+
+SpmdEvaler::SpmdEvaler(const Config& cfg) : Configurable(cfg), name_(cfg.name.get()) {
+  validate_name(name_, "evaler name");
+  {
+    auto scope = InstantiationScope::child("eval_policy");
+    policy_ = cfg.eval_policy.get()->instantiate();
+  }
+  {
+    auto scope = InstantiationScope::child("input");
+    input_ = cfg.input.get()->instantiate<data::Input>();
+  }
+  auto scope = InstantiationScope::child("summary_writer");
+  summary_writer_ = cfg.summary_writer.get()->instantiate<SummaryWriter>();
+}
+
+EvalMetrics SpmdEvaler::evaluate(int64_t step, const NestedTensor& params, const BatchFn& fn) {
+  const auto& cfg = static_cast<const Config&>(config_base());
+  const NestedTensor eval_params = cast_floating(params, cfg.eval_dtype.get());
+  std::unique_ptr<data::InputIterator> it = input_->make_iterator();
+  double tokens = 0, loss = 0, ce = 0, acc = 0;
+  int64_t batches = 0;
+  while (std::optional<NestedTensor> batch = it->next()) {
+    const NestedTensor out = fn(eval_params, *batch);
+    const double n = scalar_of(out.at("num_tokens").tensor());
+    ++batches;
+    if (n <= 0) continue;  // an all-padding batch
+    tokens += n;
+    loss += n * scalar_of(out.at("loss").tensor());
+    ce += n * scalar_of(out.at("cross_entropy").tensor());
+    acc += n * scalar_of(out.at("accuracy").tensor());
+  }
+  if (tokens <= 0) fail("evaler '", name_, "': the input has no target tokens (", batches, " batches)");
+  EvalMetrics m{{"loss", loss / tokens},
+                {"cross_entropy", ce / tokens},
+                {"accuracy", acc / tokens},
+                {"perplexity", std::exp(ce / tokens)},
+                {"num_tokens", tokens}};
+  for (const auto& [k, v] : m) summary_writer_->add_scalar(k, v, step);
+  summary_writer_->flush();
+  return m;
+}
+
+// ---------------------------------------------------------------------------------------------
+// SpmdTrainer
+
+SpmdTrainer::SpmdTrainer(const Config& cfg, Module* parent) : Module(cfg, parent) {
+  const std::vector<int64_t>& shape = cfg.mesh_shape.get();
+  const std::vector<std::string>& axes = cfg.mesh_axis_names.get();
+  if (shape.size() != axes.size()) {
+    fail("mesh_shape has ", shape.size(), " axes but mesh_axis_names has ", axes.size());
+  }
+  int64_t devices = 1;
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (shape[i] == 0 || shape[i] < -1) {
+      fail("mesh_shape[", i, "] (axis '", axes[i], "') must be positive or -1, got ", shape[i]);
+    }
+    if (shape[i] > 0) devices *= shape[i];
+  }
+  if (devices != 1) {
+    fail("mesh_shape needs ", devices, " devices; this build trains on a single device, so every "
+         "mesh axis must be 1 or -1");
+  }
+  if (cfg.max_step.get() < 1) fail("max_step must be at least 1, got ", cfg.max_step.get());
+  if (cfg.log_every_n_steps.get() < 1) {
+    fail("log_every_n_steps must be at least 1, got ", cfg.log_every_n_steps.get());
+  }
+
+  model_ = &add_child<layers::Model>("model", cfg.model);
+  auto learner_cfg = cfg.learner.get()->clone();
+  if (!learner_cfg->train_dtype.get() && cfg.train_dtype.get()) {
+    learner_cfg->train_dtype = *cfg.train_dtype.get();
+  }
+  learner_ = &add_child<optim::Learner>("learner", *learner_cfg);
+  param_specs_ = model_->create_parameter_specs_recursively();
+}
+
+SpmdTrainer::~SpmdTrainer() = default;
+
+double SpmdTrainer::flops_per_token() const {
+  const auto& dcfg = *config().model.get()->decoder.get();
+  const int64_t dim = dcfg.dim.get();
+  double weight_uses = 0;  // multiply-adds per token in the forward pass
+  for (const auto& [path, spec] : param_specs_.flatten_with_paths()) {
+    if (spec.shape.size() < 2) continue;  // norms, biases
+    double n = 1;
+    for (int64_t d : spec.shape) n *= static_cast<double>(d);
+    // The token embedding is a lookup, not a matmul; tied heads reuse it as one.
+    if (path.find("token_emb") != std::string::npos) {
+      if (dcfg.lm_head.get()) continue;
+    }
+    weight_uses += n;
+  }
+  const auto& tcfg = *dcfg.transformer.get();
+  const double layers = static_cast<double>(tcfg.num_layers.get());
+  const double seq = static_cast<double>(config().input.get()->max_len.get());
+  // Forward: 2 FLOPs per weight use and 2 * 2 * T * dim for QK^T and AV per layer; backward
+  // twice the forward.
+  return 3.0 * (2.0 * weight_uses + 4.0 * layers * seq * static_cast<double>(dim));
+}
+
+void SpmdTrainer::append_metrics(const std::string& json_line) {
+  const std::string path = config().dir.get() + "/metrics.jsonl";
+  std::ofstream out(path, std::ios::app);
+  out << json_line << '\n';
+  out.flush();
+  if (!out) fail("cannot append to ", path);
+}
+
+int64_t SpmdTrainer::init_or_restore(data::InputIterator* iterator) {
+  const Tensor root = random::key(static_cast<uint64_t>(config().prng_seed.get()));
+  auto [init_key, step_key] = split_key(root);
+  NestedTensor params = model_->initialize_parameters_recursively(init_key);
+  NestedTensor learner_state = learner_->init(params);
+  state_ = NestedTensor{{"model", params}, {"learner", learner_state}, {"prng_key", step_key}};
+  std::optional<int64_t> latest = checkpointer_->latest_step();
+  if (!latest) {
+    eval(state_.leaves());
+    return 0;
+  }
+  RestoredCheckpoint r = checkpointer_->restore(*latest, state_);
+  state_ = std::move(r.tree);
+  Json extra;
+  try {
+    extra = Json::parse(r.extra_json);
+  } catch (const std::exception& e) {
+    fail(checkpoint_step_dir(config().dir.get(), *latest), "/index.json: extra state is not JSON: ",
+         e.what());
+  }
+  if (!extra.is_object() || !extra.contains("step") || !extra["step"].is_number_integer() ||
+      extra["step"].get<int64_t>() != *latest) {
+    fail(checkpoint_step_dir(config().dir.get(), *latest),
+         ": the checkpoint's trainer state does not record step ", *latest);
+  }
+  if (iterator && config().save_input_iterator.get()) {
+    if (!extra.contains("input_iterator") || !extra["input_iterator"].is_string()) {
+      fail(checkpoint_step_dir(config().dir.get(), *latest),
+           ": no input iterator state (saved with save_input_iterator False?)");
+    }
+    iterator->restore(extra["input_iterator"].get<std::string>());
+  }
+  return *latest;
+}
+
+void SpmdTrainer::save(int64_t step, data::InputIterator* iterator) {
+  Json extra{{"step", step}};
+  if (iterator && config().save_input_iterator.get()) extra["input_iterator"] = iterator->state();
+  checkpointer_->save(step, state_, extra.dump());
+}
+
+std::map<std::string, EvalMetrics> SpmdTrainer::run_evalers(int64_t step, bool force) {
+  std::map<std::string, EvalMetrics> results;
+  for (auto& ev : evalers_) {
+    if (!force && !ev->should_eval(step)) continue;
+    const auto t0 = Clock::now();
+    EvalMetrics m = ev->evaluate(step, state_.at("model"), eval_step_);
+    const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    std::printf("eval %-10s step %lld  loss %.4f  accuracy %.4f  perplexity %.2f  (%.0f tokens, "
+                "%.1f s)\n",
+                ev->name().c_str(), static_cast<long long>(step), m["loss"], m["accuracy"],
+                m["perplexity"], m["num_tokens"], secs);
+    std::fflush(stdout);
+    Json metrics = Json::object();
+    for (const auto& [k, v] : m) metrics[k] = json_number(v);
+    append_metrics(Json{{"step", step}, {"eval", {{ev->name(), metrics}}}}.dump());
+    results[ev->name()] = std::move(m);
+  }
+  return results;
+}
+
+namespace {
+
+// The loss and the model's summaries in one compiled function of {"model", "input"}.
+SpmdEvaler::BatchFn make_eval_step(layers::Model& model) {
+  NestedFn fn = compile(NestedFn([&model](const NestedTensor& in) {
+    FunctionalOutput<NestedTensor> out =
+        functional(model, in.at("model"), in.at("input"), std::nullopt, /*is_training=*/false);
+    const OutputCollection& oc = out.output_collection;
+    return NestedTensor{{"loss", astype(out.outputs.at("loss").tensor(), float32)},
+                        {"cross_entropy", astype(oc.summary("cross_entropy").value(), float32)},
+                        {"accuracy", astype(oc.summary("accuracy").value(), float32)},
+                        {"num_tokens", astype(oc.summary("num_tokens").value(), float32)}};
+  }));
+  return [fn](const NestedTensor& params, const NestedTensor& batch) {
+    return fn(NestedTensor{{"model", params}, {"input", batch}});
+  };
+}
+
+}  // namespace
+
+std::map<std::string, EvalMetrics> SpmdTrainer::evaluate() {
+  const Config& cfg = config();
+  auto ckpt_cfg = cfg.checkpointer.get()->clone();
+  ckpt_cfg->dir = cfg.dir.get();
+  checkpointer_ = ckpt_cfg->instantiate<Checkpointer>();
+  if (!checkpointer_->latest_step()) {
+    fail("no committed checkpoint under ", cfg.dir.get(), "/checkpoints to evaluate");
+  }
+  evalers_.clear();
+  for (const auto& [name, ecfg] : cfg.evalers.get()) {
+    auto c = ecfg->clone();
+    c->name = name;
+    c->summary_writer->dir = cfg.dir.get() + "/summaries/eval_" + name;
+    auto scope = InstantiationScope::child("evalers['" + name + "']");
+    evalers_.push_back(c->instantiate<SpmdEvaler>());
+  }
+  if (evalers_.empty()) fail("the config has no evalers");
+  const int64_t step = init_or_restore(nullptr);
+  eval_step_ = make_eval_step(*model_);
+  return run_evalers(step, /*force=*/true);
+}
+
+TrainResult SpmdTrainer::run() {
+  const Config& cfg = config();
+  const std::string& dir = cfg.dir.get();
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) fail("cannot create the trainer dir ", dir, ": ", ec.message());
+  {
+    // The config of this run, so `axlearn eval --trainer_dir` can rebuild the trainer.
+    const std::string path = dir + "/trainer_config.json";
+    std::ofstream(path + ".tmp") << cfg.to_json_string() << '\n';
+    fs::rename(path + ".tmp", path, ec);
+    if (ec) fail("cannot write ", path, ": ", ec.message());
+  }
+
+  auto ckpt_cfg = cfg.checkpointer.get()->clone();
+  ckpt_cfg->dir = dir;
+  {
+    auto scope = InstantiationScope::child("checkpointer");
+    checkpointer_ = ckpt_cfg->instantiate<Checkpointer>();
+  }
+  auto sw_cfg = cfg.summary_writer.get()->clone();
+  sw_cfg->dir = dir + "/summaries/train";
+  summary_writer_ = sw_cfg->instantiate<SummaryWriter>();
+  evalers_.clear();
+  for (const auto& [name, ecfg] : cfg.evalers.get()) {
+    auto c = ecfg->clone();
+    c->name = name;
+    c->summary_writer->dir = dir + "/summaries/eval_" + name;
+    auto scope = InstantiationScope::child("evalers['" + name + "']");
+    evalers_.push_back(c->instantiate<SpmdEvaler>());
+  }
+  {
+    auto scope = InstantiationScope::child("input");
+    input_ = cfg.input.get()->instantiate<data::Input>();
+  }
+  std::unique_ptr<data::InputIterator> iterator = input_->make_iterator();
+
+  TrainResult result;
+  result.loss = std::nan("");
+  int64_t step = init_or_restore(iterator.get());
+  result.step = step;
+  const int64_t max_step = cfg.max_step.get();
+  if (step > 0) {
+    std::printf("restored step %lld from %s\n", static_cast<long long>(step),
+                checkpoint_step_dir(dir, step).c_str());
+  }
+  if (step >= max_step) {
+    std::printf("step %lld reached max_step %lld: nothing to train\n",
+                static_cast<long long>(step), static_cast<long long>(max_step));
+    return result;
+  }
+
+  // ---- the step: one compiled function of {"model", "learner", "prng_key", "input"} ----
+  layers::Model& model = *model_;
+  optim::Learner& learner = *learner_;
+  const NestedParameterSpec* specs = &param_specs_;
+  train_step_ = compile(NestedFn([&model, &learner, specs](const NestedTensor& in) {
+    auto [next_key, step_key] = split_key(in.at("prng_key").tensor());
+    optim::ForwardFn forward = [&model, key = step_key](const NestedTensor& params,
+                                                        const NestedTensor& batch) {
+      FunctionalOutput<NestedTensor> out =
+          functional(model, params, batch, key, /*is_training=*/true);
+      return optim::ForwardOutput{out.outputs.at("loss").tensor(),
+                                  scalar_summaries(out.output_collection.summaries()),
+                                  out.output_collection.state_updates()};
+    };
+    optim::ForwardBackwardOutput fb = learner.forward_and_backward(
+        forward, in.at("model"), in.at("learner"), in.at("input"), specs);
+    NestedTensor summaries;
+    summaries["model"] = fb.aux;
+    summaries["learner"] = scalar_summaries(fb.summaries);
+    return NestedTensor{{"model", fb.params},
+                        {"learner", fb.learner_state},
+                        {"prng_key", next_key},
+                        {"loss", astype(fb.loss, float32)},
+                        {"summaries", summaries}};
+  }));
+  eval_step_ = make_eval_step(*model_);
+
+  const data::Input::Config& icfg = *cfg.input.get();
+  const double tokens_per_step =
+      static_cast<double>(icfg.global_batch_size.get()) * static_cast<double>(icfg.max_len.get());
+  const double flops_per_step = flops_per_token() * tokens_per_step;
+  const double peak_gflops = measure_matmul_peak_gflops();
+  std::printf("training %s: %lld parameters, steps %lld..%lld, %.0f tokens/step, dir %s\n",
+              cfg.name.get().c_str(), [&] {
+                long long n = 0;
+                for (const auto& t : state_.at("model").leaves()) n += t.size();
+                return n;
+              }(),
+              static_cast<long long>(step + 1), static_cast<long long>(max_step),
+              tokens_per_step, dir.c_str());
+  std::fflush(stdout);
+
+  SignalScope signals;
+  Watchdog watchdog(cfg.watchdog_timeout_seconds.get());
+  const int64_t log_every = cfg.log_every_n_steps.get();
+  int64_t last_saved = step;
+  double window_seconds = 0;  // step time since the last progress line
+  int64_t window_steps = 0;
+  double total_step_seconds = 0;
+  int64_t steps_run = 0;
+
+  while (step < max_step) {
+    std::optional<NestedTensor> batch = iterator->next();
+    if (!batch) fail("the training input ended at step ", step, " (is_training must be True)");
+    const auto t0 = Clock::now();
+    NestedTensor out = train_step_(NestedTensor{{"model", state_.at("model")},
+                                                {"learner", state_.at("learner")},
+                                                {"prng_key", state_.at("prng_key")},
+                                                {"input", std::move(*batch)}});
+    const double loss = scalar_of(out.at("loss").tensor());
+    const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    ++step;
+    if (!std::isfinite(loss)) {
+      // The new state is discarded: the last committed checkpoint stays the newest.
+      std::optional<int64_t> good = checkpointer_->latest_step();
+      fail("step ", step, ": the loss is ", loss, "; training stopped. ",
+           good ? "The last good checkpoint is step " + std::to_string(*good) + " in " +
+                      checkpoint_step_dir(dir, *good)
+                : std::string("No checkpoint was saved."));
+    }
+    state_ = NestedTensor{{"model", out.at("model")},
+                          {"learner", out.at("learner")},
+                          {"prng_key", out.at("prng_key")}};
+    watchdog.progress(step);
+    result.step = step;
+    result.loss = loss;
+    window_seconds += secs;
+    ++window_steps;
+    total_step_seconds += secs;
+    ++steps_run;
+
+    const NestedTensor& summaries = out.at("summaries");
+    if (summary_writer_->should_write(step)) {
+      std::vector<std::pair<std::string, Summary>> list;
+      list.emplace_back("loss", Summary::scalar(out.at("loss").tensor()));
+      for (const auto& [path, t] : summaries.flatten_with_paths()) {
+        list.emplace_back(path, Summary::scalar(t));
+      }
+      summary_writer_->write(step, list);
+    }
+    if (step % log_every == 0 || step == max_step || steps_run == 1) {
+      auto find = [&](const std::string& suffix) -> std::optional<double> {
+        for (const auto& [path, t] : summaries.at("learner").flatten_with_paths()) {
+          if (path == suffix || (path.size() > suffix.size() &&
+                                 path.compare(path.size() - suffix.size() - 1, std::string::npos,
+                                              "/" + suffix) == 0)) {
+            return scalar_of(t);
+          }
+        }
+        return std::nullopt;
+      };
+      // AdamW-decoupled style optimizers scale a constant learning rate by a schedule.
+      std::optional<double> lr = find("learning_rate");
+      std::optional<double> lr_scale = find("schedule_scale");
+      if (lr && lr_scale) lr = *lr * *lr_scale;
+      std::optional<double> grad_norm = find("gradient_norm");
+      const double step_s = window_seconds / static_cast<double>(window_steps);
+      const double tokens_per_s = tokens_per_step / step_s;
+      const double mfu = flops_per_step / step_s / (peak_gflops * 1e9);
+      const double eta = step_s * static_cast<double>(max_step - step);
+      char lr_text[48] = "";
+      if (lr) {
+        std::snprintf(lr_text, sizeof lr_text, "lr %.3g", *lr);
+      } else if (lr_scale) {
+        std::snprintf(lr_text, sizeof lr_text, "lr_scale %.3g", *lr_scale);
+      }
+      std::printf("step %6lld/%lld  loss %.4f  %s  grad_norm %.3f  %.0f tokens/s  %.0f ms/step  "
+                  "MFU %.1f%%  ETA %s\n",
+                  static_cast<long long>(step), static_cast<long long>(max_step), loss,
+                  lr_text, grad_norm.value_or(std::nan("")), tokens_per_s, step_s * 1e3,
+                  100.0 * mfu, format_duration(eta).c_str());
+      std::fflush(stdout);
+      Json rec{{"step", step},
+               {"loss", json_number(loss)},
+               {"grad_norm", grad_norm ? json_number(*grad_norm) : Json(nullptr)},
+               {"tokens_per_s", json_number(tokens_per_s)},
+               {"step_ms", json_number(step_s * 1e3)},
+               {"mfu", json_number(mfu)}};
+      rec["learning_rate"] = lr ? json_number(*lr) : Json(nullptr);
+      if (!lr && lr_scale) rec["learning_rate_scale"] = json_number(*lr_scale);
+      append_metrics(rec.dump());
+      window_seconds = 0;
+      window_steps = 0;
+    }
+
+    const int stop_signal = g_stop_signal.load();
+    if (checkpointer_->should_save(step) || step == max_step || stop_signal != 0) {
+      save(step, iterator.get());
+      last_saved = step;
+    }
+    if (stop_signal != 0) {
+      std::printf("received %s at step %lld: saved %s; exiting\n",
+                  stop_signal == SIGINT ? "SIGINT" : "SIGTERM", static_cast<long long>(step),
+                  checkpoint_step_dir(dir, step).c_str());
+      std::fflush(stdout);
+      result.interrupted = true;
+      return result;
+    }
+    // Every evaler also runs at max_step, so a run always ends with an evaluation.
+    auto evals = run_evalers(step, /*force=*/step == max_step);
+    for (auto& [name, m] : evals) result.last_eval[name] = std::move(m);
+  }
+  (void)last_saved;
+  std::printf("trained to step %lld in %.1f s of step time (%.0f tokens/s)\n",
+              static_cast<long long>(step), total_step_seconds,
+              tokens_per_step * static_cast<double>(steps_run) / total_step_seconds);
+  return result;
+}
+
+double measure_matmul_peak_gflops() {
+  constexpr int64_t n = 1024;
+  const Tensor a = random::normal(random::key(1), {n, n});
+  const Tensor b = random::normal(random::key(2), {n, n});
+  eval({a, b});
+  eval({matmul(a, b)});  // warm-up: primitive creation, buffers
+  double best = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    const auto t0 = Clock::now();
+    Tensor c = matmul(a, b);
+    eval({c});
+    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    best = std::max(best, 2.0 * n * n * n / s / 1e9);
+  }
+  return best;
+}
+
+}  // namespace axlearn::train
