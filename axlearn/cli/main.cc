@@ -5,6 +5,7 @@
 #include <exception>
 #include <iostream>
 
+#include "axlearn/cli/bench.h"
 #include "axlearn/cli/demo.h"
 #include "axlearn/cli/train.h"
 #include "axlearn/core/error.h"
@@ -40,7 +41,8 @@ CLI::App* add_train(CLI::App& app, axlearn::cli::TrainOptions& o) {
                   "Folder for checkpoints/, summaries/ (TensorBoard) and metrics.jsonl")
       ->required();
   cmd->add_option("--max_step", o.max_step,
-                  "Train to this step (also moves the schedule's and policies' max_step)");
+                  "Train to this step (also moves the schedule's and policies' max_step, and shortens a longer "
+                  "warmup)");
   cmd->add_option("--set", o.overrides,
                   "Config override PATH=VALUE, repeatable, e.g. --set "
                   "model.decoder.transformer.num_layers=2 --set input.global_batch_size=8")
@@ -59,6 +61,28 @@ CLI::App* add_eval(CLI::App& app, axlearn::cli::EvalOptions& o) {
   return cmd;
 }
 
+// `bench train-step`; the parent command only groups benchmarks.
+CLI::App* add_bench(CLI::App& app, axlearn::cli::BenchOptions& o) {
+  CLI::App* bench = app.add_subcommand("bench", "Benchmarks (see docs/performance.md)");
+  bench->require_subcommand(1);
+  CLI::App* cmd = bench->add_subcommand(
+      "train-step",
+      "Time an experiment's compiled training step on synthetic tokens; print one JSON line");
+  cmd->add_option("--config", o.config, "Experiment name, e.g. fuji-nano")->required();
+  cmd->add_option("--set", o.overrides, "Config override PATH=VALUE, repeatable")->take_all();
+  cmd->add_option("--steps", o.steps, "Timed steps (the median is reported)")
+      ->capture_default_str();
+  cmd->add_option("--warmup", o.warmup, "Untimed steps first (the first compiles)")
+      ->capture_default_str();
+  cmd->add_option("--dtype", o.dtype, "Forward/backward dtype (bf16: f32 master weights)")
+      ->check(CLI::IsMember({"f32", "bf16"}))
+      ->capture_default_str();
+  cmd->add_flag("--profile", o.profile, "Also run one step op by op; per-op times on stderr");
+  cmd->add_option("--profile_top", o.profile_top, "Rows of the per-op-signature table")
+      ->capture_default_str();
+  return bench;
+}
+
 struct ConfigsOptions {
   std::string name;
   std::vector<std::string> overrides;
@@ -75,6 +99,8 @@ int main(int argc, char** argv) {
   CLI::App* train = add_train(app, train_options);
   axlearn::cli::EvalOptions eval_options;
   CLI::App* eval = add_eval(app, eval_options);
+  axlearn::cli::BenchOptions bench_options;
+  CLI::App* bench = add_bench(app, bench_options);
   CLI::App* configs = app.add_subcommand("configs", "List or print the registered experiments");
   configs->require_subcommand(1);
   CLI::App* configs_list =
@@ -96,11 +122,13 @@ int main(int argc, char** argv) {
                     : train->parsed()   ? "train"
                     : eval->parsed()    ? "eval"
                     : configs->parsed() ? "configs"
+                    : bench->parsed()   ? "bench"
                                         : "";
   try {
     if (demo->parsed()) axlearn::cli::run_demo(demo_options, std::cout);
     if (train->parsed()) return axlearn::cli::run_train(train_options, std::cout);
     if (eval->parsed()) return axlearn::cli::run_eval(eval_options, std::cout);
+    if (bench->parsed()) return axlearn::cli::run_bench_train_step(bench_options, std::cout);
     if (configs_list->parsed()) axlearn::cli::list_configs(std::cout);
     if (configs_show->parsed()) {
       axlearn::cli::show_config(show_options.name, show_options.overrides, std::cout);

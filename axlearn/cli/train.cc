@@ -54,6 +54,12 @@ ConfigPtr<train::SpmdTrainer::Config> build_trainer_config(const TrainOptions& o
                                                       path.substr(path.size() - 9) == ".max_step");
       if (is_max_step && value.is_number_integer() && value.get<int64_t>() == old) {
         apply_override(*cfg, path + "=" + std::to_string(*o.max_step));
+        // A warmup as long as the whole (shorter) run would leave no room to decay.
+        const std::string warmup = path.substr(0, path.size() - 8) + "warmup_steps";
+        if (flat.contains(warmup) && flat[warmup].is_number_integer() &&
+            flat[warmup].get<int64_t>() >= *o.max_step) {
+          apply_override(*cfg, warmup + "=" + std::to_string(*o.max_step / 2));
+        }
       }
     }
   }

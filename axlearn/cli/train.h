@@ -21,7 +21,7 @@ struct TrainOptions {
 // The experiment's config with the trainer dir, max_step and overrides applied. --max_step also
 // moves every other max_step of the config that equalled the experiment's (the learning-rate
 // schedule's, the checkpoint and eval policies'), so a shorter run still decays and evaluates
-// at its end.
+// at its end; a warmup at least as long as the new max_step is halved to max_step / 2.
 ConfigPtr<train::SpmdTrainer::Config> build_trainer_config(const TrainOptions& options);
 
 // Trains and prints the final evaluation and where the TensorBoard logs are. Returns the exit

@@ -215,7 +215,7 @@ const std::vector<Experiment>& registered_experiments() {
                  "about ten minutes on 2 CPU cores",
                  [] {
                    FujiDims d{4, 256, 8, 4, std::nullopt, 8.0 / 3, 64, 4096, 128, 1e4, false};
-                   FujiTraining t{16, 600, 2e-3, 50, 200, 200, 20, {1, 1, 1, 1, 1, 1},
+                   FujiTraining t{16, 500, 2e-3, 50, 250, 250, 20, {1, 1, 1, 1, 1, 1},
                                   std::nullopt, true};
                    return fuji_trainer(d, t);
                  },

@@ -262,11 +262,7 @@ void SpmdTrainer::append_metrics(const std::string& json_line) {
 }
 
 int64_t SpmdTrainer::init_or_restore(data::InputIterator* iterator) {
-  const Tensor root = random::key(static_cast<uint64_t>(config().prng_seed.get()));
-  auto [init_key, step_key] = split_key(root);
-  NestedTensor params = model_->initialize_parameters_recursively(init_key);
-  NestedTensor learner_state = learner_->init(params);
-  state_ = NestedTensor{{"model", params}, {"learner", learner_state}, {"prng_key", step_key}};
+  state_ = init_state();
   std::optional<int64_t> latest = checkpointer_->latest_step();
   if (!latest) {
     eval(state_.leaves());
@@ -364,6 +360,41 @@ std::map<std::string, EvalMetrics> SpmdTrainer::evaluate() {
   return run_evalers(step, /*force=*/true);
 }
 
+NestedFn SpmdTrainer::make_train_step() {
+  layers::Model& model = *model_;
+  optim::Learner& learner = *learner_;
+  const NestedParameterSpec* specs = &param_specs_;
+  return compile(NestedFn([&model, &learner, specs](const NestedTensor& in) {
+    auto [next_key, step_key] = split_key(in.at("prng_key").tensor());
+    optim::ForwardFn forward = [&model, key = step_key](const NestedTensor& params,
+                                                        const NestedTensor& batch) {
+      FunctionalOutput<NestedTensor> out =
+          functional(model, params, batch, key, /*is_training=*/true);
+      return optim::ForwardOutput{out.outputs.at("loss").tensor(),
+                                  scalar_summaries(out.output_collection.summaries()),
+                                  out.output_collection.state_updates()};
+    };
+    optim::ForwardBackwardOutput fb = learner.forward_and_backward(
+        forward, in.at("model"), in.at("learner"), in.at("input"), specs);
+    NestedTensor summaries;
+    summaries["model"] = fb.aux;
+    summaries["learner"] = scalar_summaries(fb.summaries);
+    return NestedTensor{{"model", fb.params},
+                        {"learner", fb.learner_state},
+                        {"prng_key", next_key},
+                        {"loss", astype(fb.loss, float32)},
+                        {"summaries", summaries}};
+  }));
+}
+
+NestedTensor SpmdTrainer::init_state() const {
+  const Tensor root = random::key(static_cast<uint64_t>(config().prng_seed.get()));
+  auto [init_key, step_key] = split_key(root);
+  NestedTensor params = model_->initialize_parameters_recursively(init_key);
+  NestedTensor learner_state = learner_->init(params);
+  return NestedTensor{{"model", params}, {"learner", learner_state}, {"prng_key", step_key}};
+}
+
 TrainResult SpmdTrainer::run() {
   const Config& cfg = config();
   const std::string& dir = cfg.dir.get();
@@ -416,31 +447,7 @@ TrainResult SpmdTrainer::run() {
     return result;
   }
 
-  // ---- the step: one compiled function of {"model", "learner", "prng_key", "input"} ----
-  layers::Model& model = *model_;
-  optim::Learner& learner = *learner_;
-  const NestedParameterSpec* specs = &param_specs_;
-  train_step_ = compile(NestedFn([&model, &learner, specs](const NestedTensor& in) {
-    auto [next_key, step_key] = split_key(in.at("prng_key").tensor());
-    optim::ForwardFn forward = [&model, key = step_key](const NestedTensor& params,
-                                                        const NestedTensor& batch) {
-      FunctionalOutput<NestedTensor> out =
-          functional(model, params, batch, key, /*is_training=*/true);
-      return optim::ForwardOutput{out.outputs.at("loss").tensor(),
-                                  scalar_summaries(out.output_collection.summaries()),
-                                  out.output_collection.state_updates()};
-    };
-    optim::ForwardBackwardOutput fb = learner.forward_and_backward(
-        forward, in.at("model"), in.at("learner"), in.at("input"), specs);
-    NestedTensor summaries;
-    summaries["model"] = fb.aux;
-    summaries["learner"] = scalar_summaries(fb.summaries);
-    return NestedTensor{{"model", fb.params},
-                        {"learner", fb.learner_state},
-                        {"prng_key", next_key},
-                        {"loss", astype(fb.loss, float32)},
-                        {"summaries", summaries}};
-  }));
+  train_step_ = make_train_step();
   eval_step_ = make_eval_step(*model_);
 
   const data::Input::Config& icfg = *cfg.input.get();

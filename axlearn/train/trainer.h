@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "axlearn/core/compile.h"
 #include "axlearn/data/text_input.h"
 #include "axlearn/layers/decoder.h"
 #include "axlearn/optim/learner.h"
@@ -120,6 +121,13 @@ class SpmdTrainer : public Module {
   // Restores the latest checkpoint (Error when there is none) and runs every evaler once.
   std::map<std::string, EvalMetrics> evaluate();
 
+  // A fresh state {"model", "learner", "prng_key"} from prng_seed (no checkpoint involved).
+  NestedTensor init_state() const;
+  // The training step, compiled: {"model", "learner", "prng_key", "input": batch} ->
+  // {"model", "learner", "prng_key" (the next state), "loss", "summaries": {"model": ...,
+  // "learner": ...}}. One call is one optimizer step.
+  NestedFn make_train_step();
+
   const layers::Model& model() const { return *model_; }
   const optim::Learner& learner() const { return *learner_; }
   // Parameters as of the last run()/evaluate() (after restore or training).
@@ -143,7 +151,7 @@ class SpmdTrainer : public Module {
   std::unique_ptr<SummaryWriter> summary_writer_;
   std::vector<std::unique_ptr<SpmdEvaler>> evalers_;
   NestedTensor state_;
-  std::function<NestedTensor(const NestedTensor&)> train_step_;
+  NestedFn train_step_;
   SpmdEvaler::BatchFn eval_step_;
 };
 
