@@ -325,7 +325,8 @@ std::pair<Tensor, Tensor> MultiheadAttention::compute_attention(const Tensor& q,
     logits = tanh(logits / *cap) * *cap;
   }
   if (bias.defined()) logits = logits + astype(bias, logits.dtype());
-  Tensor probs = softmax(astype(logits, float32), -1);
+  // At least f32 (16-bit logits are upcast; f64 stays f64 for gradient checks).
+  Tensor probs = softmax(astype(logits, logits.dtype() == float64 ? float64 : float32), -1);
   probs = astype(probs, q.dtype());
   Tensor dropped = dropout_->forward(probs);
   Tensor ctx = einsum("bkgts,bskh->btkgh", reshape(dropped, {b, kv, n / kv, t, s}), v);
@@ -336,7 +337,9 @@ Tensor MultiheadAttention::fused_attention(const Tensor& q, const Tensor& k, con
                                            const AttentionInputs& inputs) const {
   const Config& cfg = config();
   const double dropout_rate = dropout_->config().rate.get().value_or(0.0);
-  if (inputs.key.defined() || inputs.query_positions.defined() ||
+  // Cross-attention (key defined) fits the kernel too: its key positions count from 0, as the
+  // kernel's top-left aligned masks assume. Segment ids there are an error of the general path.
+  if ((inputs.key.defined() && inputs.segment_ids.defined()) || inputs.query_positions.defined() ||
       inputs.attention_logit_biases.defined() || (is_training() && dropout_rate > 0)) {
     return Tensor();
   }
@@ -371,8 +374,8 @@ AttentionOutput MultiheadAttention::forward(const Tensor& query,
   Tensor k = key_scale_->forward(qkv.key);
   const int64_t s = k.shape(1);
 
-  // Self-attention with default positions and no extra bias or attention dropout runs on the
-  // fused kernel (tiled online softmax, no (T, S) matrix); anything else on the masked-bias path.
+  // Attention with default positions and no extra bias or attention dropout runs on the fused
+  // kernel (tiled online softmax, no (T, S) matrix); anything else on the masked-bias path.
   if (auto ctx = fused_attention(q, k, qkv.value, inputs); ctx.defined()) {
     return {output_linear_->forward(ctx), Tensor()};
   }

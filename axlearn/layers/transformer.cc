@@ -4,6 +4,7 @@
 
 #include "axlearn/core/ops.h"
 #include "axlearn/core/random.h"
+#include "axlearn/core/remat.h"
 
 namespace axlearn::layers {
 
@@ -144,17 +145,128 @@ TransformerLayer::TransformerLayer(const Config& cfg, Module* parent) : BaseLaye
   ConfigPtr<TransformerFeedForwardLayer::Config> ff = cfg.feed_forward;
   ff->set("input_dim", d);
   feed_forward_ = &add_child<TransformerFeedForwardLayer>("feed_forward", ff);
+  // Added last, as AXLearn does: the order decides how the init key is split among children.
+  if (cfg.cross_attention.get()) {
+    ConfigPtr<TransformerAttentionLayer::Config> ca = cfg.cross_attention;
+    ca->set("target_dim", d);
+    cross_attention_ = &add_child<TransformerAttentionLayer>("cross_attention", ca);
+  }
 }
 
-Tensor TransformerLayer::forward(const Tensor& data, const AttentionInputs& inputs) const {
+Tensor TransformerLayer::forward(const Tensor& data, const AttentionInputs& self_inputs,
+                                 const CrossAttentionInputs& cross) const {
   auto scope = enter_context();
-  if (inputs.key.defined()) fail(path(), ": TransformerLayer is self-attention only");
-  return feed_forward_->forward(self_attention_->forward(data, inputs));
+  if (self_inputs.key.defined()) {
+    fail(path(), ": self_inputs.key is set; pass cross-attention sources as cross.data");
+  }
+  if (cross.data.defined() && !cross_attention_) {
+    fail(path(), ": cross_attention_data given, but the layer's cross_attention config is None");
+  }
+  if (!cross.data.defined() && cross.logit_biases.defined()) {
+    fail(path(), ": cross_attention_logit_biases given without cross_attention_data");
+  }
+  if (config().remat_spec.get() && is_training()) {
+    return forward_with_remat(data, self_inputs, cross);
+  }
+  return forward_layers(data, self_inputs, cross);
+}
+
+Tensor TransformerLayer::forward_layers(const Tensor& data, const AttentionInputs& self_inputs,
+                                        const CrossAttentionInputs& cross) const {
+  Tensor x = self_attention_->forward(data, self_inputs);
+  if (cross.data.defined()) {
+    AttentionInputs in;
+    in.key = cross.data;
+    in.value = cross.data;
+    in.attention_logit_biases = cross.logit_biases;
+    x = cross_attention_->forward(x, in);
+  }
+  return feed_forward_->forward(x);
+}
+
+namespace {
+
+// A copy of `src` with every tensor replaced by fn(tensor), visiting summaries, state updates and
+// module outputs of each node, then its children, in key order.
+OutputCollection map_collection(const OutputCollection& src,
+                                const std::function<Tensor(const Tensor&)>& fn) {
+  OutputCollection dst;
+  for (const auto& [name, s] : src.local_summaries()) {
+    Tensor v = fn(s.value());
+    switch (s.kind()) {
+      case Summary::Kind::kScalar:
+        dst.add_summary(name, Summary::scalar(v));
+        break;
+      case Summary::Kind::kTensor:
+        dst.add_summary(name, Summary::tensor(v));
+        break;
+      case Summary::Kind::kHistogram:
+        dst.add_summary(name, Summary::histogram(v));
+        break;
+      case Summary::Kind::kImage:
+        dst.add_summary(name, Summary::image(v));
+        break;
+    }
+  }
+  if (!src.local_state_updates().is_leaf()) {
+    for (const auto& [name, v] : src.local_state_updates().dict())
+      dst.add_state_update(name, v.map(fn));
+  }
+  if (!src.local_module_outputs().is_leaf()) {
+    for (const auto& [name, v] : src.local_module_outputs().dict())
+      dst.add_module_output(name, v.map(fn));
+  }
+  for (const auto& [name, child] : src.children()) {
+    OutputCollection mapped = map_collection(*child, fn);
+    dst.add_child(name).update(std::move(mapped));
+  }
+  return dst;
+}
+
+}  // namespace
+
+Tensor TransformerLayer::forward_with_remat(const Tensor& data, const AttentionInputs& self_inputs,
+                                            const CrossAttentionInputs& cross) const {
+  InvocationContext& ctx = invocation_context();
+  const NestedTensor& state = ctx.state();
+  // Inputs: data, the parameters in flatten order, then the key of the "remat" context.
+  std::vector<Tensor> inputs = {data};
+  const std::vector<Tensor> params = state.leaves();
+  inputs.insert(inputs.end(), params.begin(), params.end());
+  const bool has_key = ctx.prng_key().has_value();
+  if (has_key) inputs.push_back(random::fold_in(*ctx.prng_key(), seed_from_name("remat")));
+
+  // The collection the traced body fills: its tensors become extra outputs of the call.
+  OutputCollection traced;
+  VectorFn body = [&](const std::vector<Tensor>& in) {
+    const NestedTensor layer_state = state.unflatten(
+        std::vector<Tensor>(in.begin() + 1, in.begin() + 1 + std::ptrdiff_t(params.size())));
+    ChildContextOptions opts{.module = const_cast<TransformerLayer*>(this),
+                             .state = &layer_state,
+                             .output_collection = &traced};
+    if (has_key) opts.prng_key = in.back();
+    std::vector<Tensor> outs;
+    {
+      auto scope = child_context("remat", opts);
+      outs.push_back(forward_layers(in[0], self_inputs, cross));
+    }
+    map_collection(traced, [&](const Tensor& t) {
+      outs.push_back(t);
+      return t;
+    });
+    return outs;
+  };
+  std::vector<Tensor> outs = checkpoint(body)(inputs);
+  size_t next = 1;
+  ctx.output_collection().update(
+      map_collection(traced, [&](const Tensor&) { return outs[next++]; }));
+  return outs[0];
 }
 
 // ---- stacks ----
 
-Tensor BaseStackedTransformerLayer::forward(const Tensor&, const AttentionInputs&) const {
+Tensor BaseStackedTransformerLayer::forward(const Tensor&, const AttentionInputs&,
+                                            const CrossAttentionInputs&) const {
   fail(path(), ": BaseStackedTransformerLayer is abstract");
 }
 
@@ -168,10 +280,11 @@ StackedTransformerLayer::StackedTransformerLayer(const Config& cfg, Module* pare
   }
 }
 
-Tensor StackedTransformerLayer::forward(const Tensor& data, const AttentionInputs& inputs) const {
+Tensor StackedTransformerLayer::forward(const Tensor& data, const AttentionInputs& inputs,
+                                        const CrossAttentionInputs& cross) const {
   auto scope = enter_context();
   Tensor x = data;
-  for (const TransformerLayer* layer : layers_) x = layer->forward(x, inputs);
+  for (const TransformerLayer* layer : layers_) x = layer->forward(x, inputs, cross);
   return x;
 }
 
@@ -187,9 +300,21 @@ NestedParameterSpec Repeat::create_parameter_specs_recursively() const {
   return specs;
 }
 
+Tensor split_prng_key(const Tensor& key, int64_t n) {
+  if (n <= 0) fail("split_prng_key: the number of keys must be positive, got ", n);
+  std::vector<Tensor> keys;
+  Tensor k = key;
+  for (int64_t i = 0; i < n; ++i) {
+    auto [next, child] = split_key(k);
+    keys.push_back(child);
+    k = next;
+  }
+  return stack(keys, 0);
+}
+
 NestedTensor Repeat::initialize_parameters_recursively(const Tensor& prng_key) const {
   const int64_t n = config().num_layers;
-  Tensor keys = random::split(prng_key, int(n));
+  Tensor keys = split_prng_key(prng_key, n);
   std::vector<NestedTensor> per_layer;
   for (int64_t i = 0; i < n; ++i) {
     per_layer.push_back(
@@ -203,20 +328,21 @@ NestedTensor Repeat::initialize_parameters_recursively(const Tensor& prng_key) c
   return out;
 }
 
-Tensor Repeat::forward(const Tensor& data, const AttentionInputs& inputs) const {
+Tensor Repeat::forward(const Tensor& data, const AttentionInputs& inputs,
+                       const CrossAttentionInputs& cross) const {
   auto scope = enter_context();
   const int64_t n = config().num_layers;
   const NestedTensor empty;
   const NestedTensor& stacked = state().contains("layer") ? state().at("layer") : empty;
   std::optional<Tensor> keys;
-  if (invocation_context().prng_key()) keys = random::split(prng_key(), int(n));
+  if (invocation_context().prng_key()) keys = split_prng_key(prng_key(), n);
   Tensor x = data;
   for (int64_t i = 0; i < n; ++i) {
     const NestedTensor layer_state = index_state(stacked, i);
     ChildContextOptions opts{.module = layer_, .state = &layer_state};
     if (keys) opts.prng_key = reshape(slice_axis(*keys, 0, i, i + 1), {2});
     auto s = child_context("layer" + std::to_string(i), opts);
-    x = layer_->forward(x, inputs);
+    x = layer_->forward(x, inputs, cross);
   }
   return x;
 }
@@ -230,9 +356,10 @@ RepeatedTransformerLayer::RepeatedTransformerLayer(const Config& cfg, Module* pa
   repeat_ = &add_child<Repeat>("repeat", r);
 }
 
-Tensor RepeatedTransformerLayer::forward(const Tensor& data, const AttentionInputs& inputs) const {
+Tensor RepeatedTransformerLayer::forward(const Tensor& data, const AttentionInputs& inputs,
+                                         const CrossAttentionInputs& cross) const {
   auto scope = enter_context();
-  return repeat_->forward(data, inputs);
+  return repeat_->forward(data, inputs, cross);
 }
 
 }  // namespace axlearn::layers

@@ -107,7 +107,23 @@ class TransformerAttentionLayer : public BaseLayer {
   const StochasticDepth* stochastic_depth_;
 };
 
-// Self-attention then feed-forward.
+// The cross-attention inputs of a transformer layer (AXLearn's cross_attention_data and
+// cross_attention_logit_biases). Undefined data: no cross-attention.
+struct CrossAttentionInputs {
+  Tensor data;          // (B, S, source_dim)
+  Tensor logit_biases;  // additive, broadcastable to (B, N, T, S); undefined: none
+};
+
+// Self-attention, then cross-attention (when configured and given data), then feed-forward.
+//
+// remat_spec set and training: the whole layer runs under checkpoint() (core/remat.h), with the
+// layer's parameters, its input and its PRNG key as inputs, so a backward pass recomputes the
+// layer's activations instead of keeping them. As in AXLearn's BaseLayer, the layer body then runs
+// in a child context "remat" of the layer (its key is fold_in(layer key, "remat"), so dropout masks
+// differ from a run without remat, and are the same in the forward and the recomputation);
+// summaries, state updates and module outputs added inside come back as outputs of the
+// checkpointed call, under the same paths as without remat. remat_spec.policy is not
+// interpreted: everything inside the layer is recomputed (jax's nothing_saveable).
 class TransformerLayer : public BaseLayer {
  public:
   struct Config : BaseLayer::Config {
@@ -115,16 +131,27 @@ class TransformerLayer : public BaseLayer {
     Field<int64_t> input_dim{this, "input_dim", REQUIRED, "Model dim."};
     Field<ConfigPtr<TransformerAttentionLayer::Config>> self_attention{
         this, "self_attention", TransformerAttentionLayer::default_config(), "Self-attention."};
+    Field<ConfigPtr<TransformerAttentionLayer::Config>> cross_attention{
+        this, "cross_attention", nullptr,
+        "Cross-attention over cross_attention_data; None: none. Set its source_dim."};
     Field<ConfigPtr<TransformerFeedForwardLayer::Config>> feed_forward{
         this, "feed_forward", TransformerFeedForwardLayer::default_config(), "Feed-forward."};
   };
   AXLEARN_CONFIGURABLE(TransformerLayer, "axlearn.common.attention.TransformerLayer")
   TransformerLayer(const Config& cfg, Module* parent);
-  // data (B, T, input_dim); inputs carry the self-attention biases, segment ids and positions.
-  Tensor forward(const Tensor& data, const AttentionInputs& inputs = {}) const;
+  // data (B, T, input_dim); self_inputs carry the self-attention biases, segment ids and
+  // positions; cross the cross-attention source and biases.
+  Tensor forward(const Tensor& data, const AttentionInputs& self_inputs = {},
+                 const CrossAttentionInputs& cross = {}) const;
 
  private:
+  Tensor forward_layers(const Tensor& data, const AttentionInputs& self_inputs,
+                        const CrossAttentionInputs& cross) const;
+  Tensor forward_with_remat(const Tensor& data, const AttentionInputs& self_inputs,
+                            const CrossAttentionInputs& cross) const;
+
   const TransformerAttentionLayer* self_attention_;
+  const TransformerAttentionLayer* cross_attention_ = nullptr;
   const TransformerFeedForwardLayer* feed_forward_;
 };
 
@@ -142,7 +169,8 @@ class BaseStackedTransformerLayer : public BaseLayer {
   AXLEARN_CONFIGURABLE(BaseStackedTransformerLayer,
                        "axlearn.common.attention.BaseStackedTransformerLayer")
   BaseStackedTransformerLayer(const Config& cfg, Module* parent) : BaseLayer(cfg, parent) {}
-  virtual Tensor forward(const Tensor& data, const AttentionInputs& inputs = {}) const;
+  virtual Tensor forward(const Tensor& data, const AttentionInputs& inputs = {},
+                         const CrossAttentionInputs& cross = {}) const;
 };
 
 // Children layer0 .. layer{n-1}, each with its own parameters.
@@ -153,14 +181,21 @@ class StackedTransformerLayer : public BaseStackedTransformerLayer {
   };
   AXLEARN_CONFIGURABLE(StackedTransformerLayer, "axlearn.common.attention.StackedTransformerLayer")
   StackedTransformerLayer(const Config& cfg, Module* parent);
-  Tensor forward(const Tensor& data, const AttentionInputs& inputs = {}) const override;
+  Tensor forward(const Tensor& data, const AttentionInputs& inputs = {},
+                 const CrossAttentionInputs& cross = {}) const override;
 
  private:
   std::vector<const TransformerLayer*> layers_;
 };
 
+// AXLearn's utils.split_prng_key: n keys (n, 2) drawn one at a time, (key, key_i) = split(key),
+// as a parent layer draws its children's keys.
+Tensor split_prng_key(const Tensor& key, int64_t n);
+
 // One layer config whose parameters carry a leading num_layers axis (repeat/layer/...), run in a
-// loop; layer i sees slice i of every parameter and its own PRNG key (split of the repeat key).
+// loop; layer i sees slice i of every parameter and key i of split_prng_key(repeat key). Because
+// the keys are drawn as a parent draws its children's, Repeat initialises exactly as a stack of
+// num_layers children would (AXLearn vmaps the layer's init over the same keys).
 class Repeat : public BaseLayer {
  public:
   struct Config : BaseLayer::Config {
@@ -171,9 +206,10 @@ class Repeat : public BaseLayer {
   };
   AXLEARN_CONFIGURABLE(Repeat, "axlearn.common.repeat.Repeat")
   Repeat(const Config& cfg, Module* parent);
-  Tensor forward(const Tensor& data, const AttentionInputs& inputs) const;
+  Tensor forward(const Tensor& data, const AttentionInputs& inputs,
+                 const CrossAttentionInputs& cross = {}) const;
   NestedParameterSpec create_parameter_specs_recursively() const override;
-  // Layer i is drawn with key i of split(prng_key, num_layers).
+  // Layer i is drawn with key i of split_prng_key(prng_key, num_layers).
   NestedTensor initialize_parameters_recursively(const Tensor& prng_key) const override;
 
  private:
@@ -190,7 +226,8 @@ class RepeatedTransformerLayer : public BaseStackedTransformerLayer {
   AXLEARN_CONFIGURABLE(RepeatedTransformerLayer,
                        "axlearn.common.attention.RepeatedTransformerLayer")
   RepeatedTransformerLayer(const Config& cfg, Module* parent);
-  Tensor forward(const Tensor& data, const AttentionInputs& inputs = {}) const override;
+  Tensor forward(const Tensor& data, const AttentionInputs& inputs = {},
+                 const CrossAttentionInputs& cross = {}) const override;
 
  private:
   const Repeat* repeat_;

@@ -283,11 +283,13 @@ int64_t SpmdTrainer::init_or_restore(data::InputIterator* iterator) {
          ": the checkpoint's trainer state does not record step ", *latest);
   }
   if (iterator && config().save_input_iterator.get()) {
-    if (!extra.contains("input_iterator") || !extra["input_iterator"].is_string()) {
-      fail(checkpoint_step_dir(config().dir.get(), *latest),
-           ": no input iterator state (saved with save_input_iterator False?)");
+    if (extra.contains("input_iterator") && extra["input_iterator"].is_string()) {
+      iterator->restore(extra["input_iterator"].get<std::string>());
+    } else {
+      // Saved with save_input_iterator False, or converted from another format.
+      std::printf("step %lld has no input position; the input starts from its beginning\n",
+                  static_cast<long long>(*latest));
     }
-    iterator->restore(extra["input_iterator"].get<std::string>());
   }
   return *latest;
 }

@@ -1,10 +1,16 @@
-// CPU kernels of the fused attention (core/attention.h), flash-attention style. Work is split
-// over (batch, head, block of queries) on the OpenMP threads; each task walks the visible key
-// blocks once, copying a block of k and v (converted to the compute type) into scratch, and keeps
-// only a running max, sum and output per query row (the online softmax). Nothing larger than a
-// block lives in scratch. The backward recomputes the probabilities block by block from the row
-// log-sum-exps, which it recomputes first (a (B, N, T) scratch); dq is summed per query block and
-// dk, dv per key block, each by one task, so results do not depend on the thread count.
+// CPU kernels of the fused attention (core/attention.h), flash-attention style. Blocks of 32
+// queries meet blocks of 64 keys; every product inside a block pair (logits q k^T, p v, do v^T,
+// p^T do, ds^T q, ds k) is a small register-tiled matrix product read straight from the inputs
+// (or from scratch padded to whole vectors), keys (and values, for the backward) are transposed
+// once per call, and the exponentials run vectorised over a block's keys. Besides those transposed
+// copies, nothing larger than a block lives in scratch.
+//
+// Forward: one task per (batch, head, query block) keeps a running max, sum and output per row
+// (the online softmax). Backward: first, per query block, the row log-sum-exps (recomputed; a
+// (B, N, T) scratch) and D = rowsum(dout * out); then one task per (batch, kv head) walks its key
+// blocks in order, recomputing p and ds for every query of its head group, summing dk and dv per
+// key block and adding ds k into dq rows only that task owns. Every sum runs in a fixed order, so
+// results do not depend on the thread count.
 #include "axlearn/core/attention.h"
 
 #include <algorithm>
@@ -23,12 +29,78 @@ namespace {
 constexpr int64_t kBlockQ = 32;
 constexpr int64_t kBlockK = 64;
 
+// 64-byte vectors of C (GCC vector extensions: one AVX-512 register, or two or four narrower ones).
+template <typename C>
+struct Simd {
+  static constexpr int64_t kLanes = int64_t(64 / sizeof(C));
+  typedef C V __attribute__((vector_size(64)));
+  static V load(const C* p) {
+    V v;
+    std::memcpy(&v, p, sizeof(V));
+    return v;
+  }
+  static void store(C* p, V v) { std::memcpy(p, &v, sizeof(V)); }
+};
+
 template <typename C>
 C exp_c(C x) {
   if constexpr (std::is_same_v<C, float>) {
     return cpu::exp_impl(x);
   } else {
     return std::exp(x);
+  }
+}
+
+// One R x (NV vectors) tile of out (+)= x b: R rows of x (element (r, k) at x[r * xr + k * xk]),
+// kdim rows of b from column c0 on, accumulators in registers.
+template <typename C, int R, int NV>
+inline void gemm_tile(const C* x, int64_t xr, int64_t xk, int64_t kdim, const C* b, int64_t ldb,
+                      C* out, int64_t ldo, bool accumulate) {
+  using S = Simd<C>;
+  using V = typename S::V;
+  V acc[R][NV];
+  for (int r = 0; r < R; ++r) {
+    for (int v = 0; v < NV; ++v)
+      acc[r][v] = accumulate ? S::load(out + r * ldo + v * S::kLanes) : V{};
+  }
+  for (int64_t k = 0; k < kdim; ++k) {
+    V bv[NV];
+    for (int v = 0; v < NV; ++v) bv[v] = S::load(b + k * ldb + v * S::kLanes);
+    for (int r = 0; r < R; ++r) {
+      const V xv = V{} + x[r * xr + k * xk];
+      for (int v = 0; v < NV; ++v) acc[r][v] += xv * bv[v];
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int v = 0; v < NV; ++v) S::store(out + r * ldo + v * S::kLanes, acc[r][v]);
+  }
+}
+
+// out (rows x width, row stride ldo) = [out +] x b, with x (rows x kdim) read through strides
+// (xr, xk) (so x may be a transposed block) and b (kdim x width, row stride ldb). width is a
+// multiple of the vector lanes; the sum over k runs in order for every element.
+template <typename C>
+void gemm(const C* x, int64_t xr, int64_t xk, int64_t rows, int64_t kdim, const C* b, int64_t ldb,
+          int64_t width, C* out, int64_t ldo, bool accumulate) {
+  constexpr int64_t L = Simd<C>::kLanes;
+  int64_t c0 = 0;
+  for (; c0 + 4 * L <= width; c0 += 4 * L) {
+    int64_t r = 0;
+    for (; r + 4 <= rows; r += 4)
+      gemm_tile<C, 4, 4>(x + r * xr, xr, xk, kdim, b + c0, ldb, out + r * ldo + c0, ldo,
+                         accumulate);
+    for (; r < rows; ++r)
+      gemm_tile<C, 1, 4>(x + r * xr, xr, xk, kdim, b + c0, ldb, out + r * ldo + c0, ldo,
+                         accumulate);
+  }
+  for (; c0 < width; c0 += L) {
+    int64_t r = 0;
+    for (; r + 4 <= rows; r += 4)
+      gemm_tile<C, 4, 1>(x + r * xr, xr, xk, kdim, b + c0, ldb, out + r * ldo + c0, ldo,
+                         accumulate);
+    for (; r < rows; ++r)
+      gemm_tile<C, 1, 1>(x + r * xr, xr, xk, kdim, b + c0, ldb, out + r * ldo + c0, ldo,
+                         accumulate);
   }
 }
 
@@ -40,18 +112,12 @@ C dot(const C* a, const C* b, int64_t h) {
   return s;
 }
 
-// y += a * x over h elements.
-template <typename C>
-void axpy(C a, const C* x, C* y, int64_t h) {
-#pragma omp simd
-  for (int64_t i = 0; i < h; ++i) y[i] += a * x[i];
-}
-
 // Everything a task needs to know about one call, with inputs made dense.
 template <typename C>
 struct Problem {
   AttentionAttrs a;
   int64_t b, t, n, h, s, k, g;
+  int64_t hp;  // h rounded up to whole vectors: the row length of padded scratch
   Array q, kk, v;
   std::vector<int64_t> q_seg, kv_seg;  // (B, T), (B, S) or empty
   std::vector<uint8_t> kv_keep;        // (B, S) or empty
@@ -62,6 +128,8 @@ struct Problem {
     v = contiguous(in[2]);
     b = q.shape[0], t = q.shape[1], n = q.shape[2], h = q.shape[3];
     s = kk.shape[1], k = kk.shape[2], g = n / k;
+    constexpr int64_t L = Simd<C>::kLanes;
+    hp = (h + L - 1) / L * L;
     size_t at = 3;
     if (a.has_segments) {
       q_seg.resize(size_t(b * t));
@@ -78,51 +146,59 @@ struct Problem {
     }
   }
 
-  // Rows [r0, r0 + rows) of head `head` of batch `bi` of x (B, L, heads, H) into dst (rows, H).
+  // Rows [r0, r0 + rows) of head `head` of batch `bi` of x (B, L, heads, H) into dst (rows, hp);
+  // columns h.. hp of dst are left as they are (zero in fresh scratch).
   void load(const Array& x, int64_t bi, int64_t r0, int64_t rows, int64_t head, C* dst) const {
     const int64_t len = x.shape[1], heads = x.shape[2];
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t start = ((bi * len + r0 + r) * heads + head) * h;
       if (x.dtype == dtype_of<C>()) {
-        std::memcpy(dst + r * h, x.data<C>() + start, size_t(h) * sizeof(C));
+        std::memcpy(dst + r * hp, x.data<C>() + start, size_t(h) * sizeof(C));
       } else {
-        cpu::load_chunk<C>(x, start, h, dst + r * h);
+        cpu::load_chunk<C>(x, start, h, dst + r * hp);
       }
     }
   }
 
-  // As load, transposed into dst (H, kBlockK): the layout whose inner loop runs over keys.
-  void load_t(const Array& x, int64_t bi, int64_t r0, int64_t rows, int64_t head, C* row_buf,
-              C* dst) const {
-    load(x, bi, r0, rows, head, row_buf);
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t e = 0; e < h; ++e) dst[e * kBlockK + r] = row_buf[r * h + e];
+  // A block of rows as a matrix operand: (pointer, row stride). Read in place when x holds C and
+  // its rows are whole vectors; otherwise loaded into `scratch` (rows, hp).
+  struct Rows {
+    const C* ptr;
+    int64_t ld;
+  };
+  Rows rows_of(const Array& x, int64_t bi, int64_t r0, int64_t rows, int64_t head,
+               C* scratch) const {
+    if (x.dtype == dtype_of<C>() && h == hp) {
+      const int64_t len = x.shape[1], heads = x.shape[2];
+      return {x.data<C>() + ((bi * len + r0) * heads + head) * h, heads * h};
+    }
+    load(x, bi, r0, rows, head, scratch);
+    return {scratch, hp};
   }
 
-  // Logits of query row ti (qi) against keys [s0, s0 + nk) held transposed in kt: z[j], -inf
-  // where hidden, and th[j] = tanh(z / cap) for the cap's derivative.
-  void block_logits(int64_t bi, int64_t ti, int64_t s0, int64_t nk, const C* qi, const C* kt, C* z,
-                    C* th) const {
-    row_dots(qi, kt, nk, z);
+  // Row ti of the block's raw products z (keys s0 .. s0 + kBlockK) becomes logits: scaled,
+  // capped (th = tanh(z / cap), for the cap's derivative), and -inf where the key is hidden or
+  // past the block's nk keys.
+  void logits_row(int64_t bi, int64_t ti, int64_t s0, int64_t nk, C* z, C* th) const {
     const C sc = C(a.scale), cap = C(a.cap);
-    for (int64_t j = 0; j < nk; ++j) {
-      C v = z[j] * sc;
-      if (a.cap > 0) {
-        th[j] = std::tanh(v / cap);
-        v = cap * th[j];
+    if (a.cap > 0) {
+      for (int64_t j = 0; j < nk; ++j) {
+        th[j] = std::tanh(z[j] * sc / cap);
+        z[j] = cap * th[j];
       }
-      z[j] = visible(bi, ti, s0 + j) ? v : -std::numeric_limits<C>::infinity();
-    }
-  }
-
-  // z[j] = x . column j of the transposed block yt (H, kBlockK), vectorised over j.
-  void row_dots(const C* x, const C* yt, int64_t nk, C* z) const {
-    for (int64_t j = 0; j < nk; ++j) z[j] = 0;
-    for (int64_t e = 0; e < h; ++e) {
-      const C xe = x[e];
-      const C* yr = yt + e * kBlockK;
+    } else {
 #pragma omp simd
-      for (int64_t j = 0; j < nk; ++j) z[j] += xe * yr[j];
+      for (int64_t j = 0; j < kBlockK; ++j) z[j] *= sc;
+    }
+    constexpr C kNegInf = -std::numeric_limits<C>::infinity();
+    const int64_t lo = std::clamp<int64_t>(key_lo(ti) - s0, 0, nk);
+    const int64_t hi = std::clamp<int64_t>(key_hi(ti) - s0, lo, nk);
+#pragma omp simd
+    for (int64_t j = 0; j < kBlockK; ++j) z[j] = (j >= lo && j < hi) ? z[j] : kNegInf;
+    if (!q_seg.empty() || !kv_keep.empty()) {
+      for (int64_t j = lo; j < hi; ++j) {
+        if (!visible(bi, ti, s0 + j)) z[j] = kNegInf;
+      }
     }
   }
 
@@ -138,58 +214,122 @@ struct Problem {
   }
 };
 
-// Visits the key blocks that some query of [t0, t1) may see: fn(s0, s1).
+// x (B, S, K, H) transposed per (batch, kv head) into (B, K, hp, sp), sp = S rounded up to whole
+// key blocks, zero-padded: a key block is then a (hp, kBlockK) operand with row stride sp, made
+// once instead of once per query block that reads it.
+template <typename C>
+struct Transposed {
+  int64_t hp, sp, k;
+  std::vector<C> data;
+
+  Transposed(const Problem<C>& p, const Array& x)
+      : hp(p.hp), sp((p.s + kBlockK - 1) / kBlockK * kBlockK), k(p.k) {
+    data.assign(size_t(p.b * p.k * hp * sp), C(0));
+    const int64_t kblocks = sp / kBlockK;
+    const int64_t tasks = p.b * p.k * kblocks;
+#pragma omp parallel if (tasks > 1)
+    {
+      std::vector<C> buf(size_t(kBlockK * hp));
+#pragma omp for schedule(static)
+      for (int64_t task = 0; task < tasks; ++task) {
+        const int64_t bi = task / (p.k * kblocks), ki = task / kblocks % p.k;
+        const int64_t s0 = task % kblocks * kBlockK, nk = std::min(p.s, s0 + kBlockK) - s0;
+        const auto src = p.rows_of(x, bi, s0, nk, ki, buf.data());
+        C* dst = block(bi, ki, s0);
+        for (int64_t r = 0; r < nk; ++r)
+          for (int64_t e = 0; e < p.h; ++e) dst[e * sp + r] = src.ptr[r * src.ld + e];
+      }
+    }
+  }
+  // The operand of keys s0 .. s0 + kBlockK of (batch bi, kv head ki); row stride sp.
+  C* block(int64_t bi, int64_t ki, int64_t s0) {
+    return data.data() + (bi * k + ki) * hp * sp + s0;
+  }
+  const C* block(int64_t bi, int64_t ki, int64_t s0) const {
+    return data.data() + (bi * k + ki) * hp * sp + s0;
+  }
+};
+
+// Visits the key blocks (aligned to kBlockK, as Transposed lays them out) that some query of
+// [t0, t1) may see: fn(s0, s1).
 template <typename C, typename Fn>
 void for_key_blocks(const Problem<C>& p, int64_t t0, int64_t t1, Fn&& fn) {
-  const int64_t lo = p.key_lo(t0), hi = p.key_hi(t1 - 1);
+  const int64_t lo = p.key_lo(t0) / kBlockK * kBlockK, hi = p.key_hi(t1 - 1);
   for (int64_t s0 = lo; s0 < hi; s0 += kBlockK) fn(s0, std::min(hi, s0 + kBlockK));
 }
 
-// Per-task scratch, all of block size.
+// Per-task scratch, zero-initialised so the padding of every row stays zero.
 template <typename C>
 struct Scratch {
-  std::vector<C> qb, ob, db, acc, kb, vb, kt, vt, tmp, z, th, dp, m, l;
-  Scratch(int64_t h)
-      : qb(size_t(kBlockQ * h)),
+  std::vector<C> qb, ob, db, acc, kb, vb, z, th, dp, m, l;
+  explicit Scratch(int64_t hp)
+      : qb(size_t(kBlockQ * hp)),
         ob(qb.size()),
         db(qb.size()),
         acc(qb.size()),
-        kb(size_t(kBlockK * h)),
+        kb(size_t(kBlockK * hp)),
         vb(kb.size()),
-        kt(kb.size()),
-        vt(kb.size()),
-        tmp(kb.size()),
-        z(kBlockK),
-        th(kBlockK),
-        dp(kBlockK),
+        z(size_t(kBlockQ * kBlockK)),
+        th(z.size()),
+        dp(z.size()),
         m(kBlockQ),
         l(kBlockQ) {}
 };
 
-// Row log-sum-exps of queries [t0, t1) of head ni (in w.qb) against all their visible keys (+inf
-// for rows with none, so that exp(logit - lse) is 0 there).
 template <typename C>
-void row_lse(const Problem<C>& p, int64_t bi, int64_t ni, int64_t t0, int64_t t1, Scratch<C>& w,
-             C* lse) {
+C row_max(const C* z) {
+  C m = -std::numeric_limits<C>::infinity();
+#pragma omp simd reduction(max : m)
+  for (int64_t j = 0; j < kBlockK; ++j) m = z[j] > m ? z[j] : m;
+  return m;
+}
+
+// The block's probabilities against a running max: p_j = exp(z_j - m) (0 where z_j = -inf), in
+// place; returns their sum.
+template <typename C>
+C exp_row(C* z, C m) {
+  constexpr C kNegInf = -std::numeric_limits<C>::infinity();
+  C sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t j = 0; j < kBlockK; ++j) {
+    const C e = exp_c<C>(z[j] - m);
+    z[j] = z[j] == kNegInf ? C(0) : e;
+    sum += z[j];
+  }
+  return sum;
+}
+
+// Logits of the query block q (rows t0 .. t0 + nq) against keys [s0, s0 + nk) of the transposed
+// keys kt, into w.z (nq, kBlockK).
+template <typename C>
+void block_logits(const Problem<C>& p, Scratch<C>& w, typename Problem<C>::Rows q,
+                  const Transposed<C>& kt, int64_t bi, int64_t ni, int64_t t0, int64_t nq,
+                  int64_t s0, int64_t nk) {
+  gemm<C>(q.ptr, q.ld, 1, nq, p.h, kt.block(bi, ni / p.g, s0), kt.sp, kBlockK, w.z.data(), kBlockK,
+          false);
+  for (int64_t i = 0; i < nq; ++i) {
+    p.logits_row(bi, t0 + i, s0, nk, w.z.data() + i * kBlockK, w.th.data() + i * kBlockK);
+  }
+}
+
+// Row log-sum-exps of queries [t0, t1) (q) against all their visible keys (+inf for rows with
+// none, so that exp(logit - lse) is 0 there).
+template <typename C>
+void row_lse(const Problem<C>& p, typename Problem<C>::Rows q, const Transposed<C>& kt, int64_t bi,
+             int64_t ni, int64_t t0, int64_t t1, Scratch<C>& w, C* lse) {
   const int64_t nq = t1 - t0;
   constexpr C kNegInf = -std::numeric_limits<C>::infinity();
   std::fill(w.m.begin(), w.m.end(), kNegInf);
   std::fill(w.l.begin(), w.l.end(), C(0));
   for_key_blocks(p, t0, t1, [&](int64_t s0, int64_t s1) {
-    p.load_t(p.kk, bi, s0, s1 - s0, ni / p.g, w.tmp.data(), w.kt.data());
+    block_logits(p, w, q, kt, bi, ni, t0, nq, s0, s1 - s0);
     for (int64_t i = 0; i < nq; ++i) {
-      p.block_logits(bi, t0 + i, s0, s1 - s0, w.qb.data() + i * p.h, w.kt.data(), w.z.data(),
-                     w.th.data());
-      C bmax = kNegInf;
-      for (int64_t j = 0; j < s1 - s0; ++j) bmax = std::max(bmax, w.z[size_t(j)]);
+      C* z = w.z.data() + i * kBlockK;
+      const C bmax = row_max(z);
       if (bmax == kNegInf) continue;
       const C m_new = std::max(w.m[size_t(i)], bmax);
-      C sum = 0;
-      for (int64_t j = 0; j < s1 - s0; ++j) {
-        if (w.z[size_t(j)] != kNegInf) sum += exp_c<C>(w.z[size_t(j)] - m_new);
-      }
       const C corr = w.m[size_t(i)] == kNegInf ? C(0) : exp_c<C>(w.m[size_t(i)] - m_new);
-      w.l[size_t(i)] = w.l[size_t(i)] * corr + sum;
+      w.l[size_t(i)] = w.l[size_t(i)] * corr + exp_row(z, m_new);
       w.m[size_t(i)] = m_new;
     }
   });
@@ -205,46 +345,44 @@ void forward(const Problem<C>& p, Array& out) {
   const int64_t tasks = p.b * p.n * qblocks;
   const bool out_direct = out.dtype == dtype_of<C>();
   constexpr C kNegInf = -std::numeric_limits<C>::infinity();
+  const Transposed<C> kt(p, p.kk);
 #pragma omp parallel if (tasks > 1)
   {
-    Scratch<C> w(p.h);
+    Scratch<C> w(p.hp);
 #pragma omp for schedule(dynamic)
     for (int64_t task = 0; task < tasks; ++task) {
       const int64_t bi = task / (p.n * qblocks), ni = task / qblocks % p.n;
       const int64_t t0 = task % qblocks * kBlockQ, t1 = std::min(p.t, t0 + kBlockQ), nq = t1 - t0;
-      p.load(p.q, bi, t0, nq, ni, w.qb.data());
+      const auto q = p.rows_of(p.q, bi, t0, nq, ni, w.qb.data());
       std::fill(w.acc.begin(), w.acc.end(), C(0));
       std::fill(w.m.begin(), w.m.end(), kNegInf);
       std::fill(w.l.begin(), w.l.end(), C(0));
       for_key_blocks(p, t0, t1, [&](int64_t s0, int64_t s1) {
-        p.load_t(p.kk, bi, s0, s1 - s0, ni / p.g, w.tmp.data(), w.kt.data());
-        p.load(p.v, bi, s0, s1 - s0, ni / p.g, w.vb.data());
+        const int64_t nk = s1 - s0;
+        const auto v = p.rows_of(p.v, bi, s0, nk, ni / p.g, w.vb.data());
+        block_logits(p, w, q, kt, bi, ni, t0, nq, s0, nk);
         for (int64_t i = 0; i < nq; ++i) {
-          p.block_logits(bi, t0 + i, s0, s1 - s0, w.qb.data() + i * p.h, w.kt.data(), w.z.data(),
-                         w.th.data());
-          C bmax = kNegInf;
-          for (int64_t j = 0; j < s1 - s0; ++j) bmax = std::max(bmax, w.z[size_t(j)]);
-          if (bmax == kNegInf) continue;
+          C* z = w.z.data() + i * kBlockK;
+          const C bmax = row_max(z);
+          if (bmax == kNegInf) {
+            std::fill(z, z + kBlockK, C(0));
+            continue;
+          }
           const C m_new = std::max(w.m[size_t(i)], bmax);
           const C corr = w.m[size_t(i)] == kNegInf ? C(0) : exp_c<C>(w.m[size_t(i)] - m_new);
-          C* ai = w.acc.data() + i * p.h;
           if (corr != C(1)) {
+            C* ai = w.acc.data() + i * p.hp;
 #pragma omp simd
-            for (int64_t e = 0; e < p.h; ++e) ai[e] *= corr;
+            for (int64_t e = 0; e < p.hp; ++e) ai[e] *= corr;
           }
-          C sum = 0;
-          for (int64_t j = 0; j < s1 - s0; ++j) {
-            if (w.z[size_t(j)] == kNegInf) continue;
-            const C pj = exp_c<C>(w.z[size_t(j)] - m_new);
-            sum += pj;
-            axpy(pj, w.vb.data() + j * p.h, ai, p.h);
-          }
-          w.l[size_t(i)] = w.l[size_t(i)] * corr + sum;
+          w.l[size_t(i)] = w.l[size_t(i)] * corr + exp_row(z, m_new);
           w.m[size_t(i)] = m_new;
         }
+        // acc += p v over the block's keys.
+        gemm<C>(w.z.data(), kBlockK, 1, nq, nk, v.ptr, v.ld, p.hp, w.acc.data(), p.hp, true);
       });
       for (int64_t i = 0; i < nq; ++i) {
-        C* ai = w.acc.data() + i * p.h;
+        C* ai = w.acc.data() + i * p.hp;
         const C inv = w.l[size_t(i)] > 0 ? C(1) / w.l[size_t(i)] : C(0);
         for (int64_t e = 0; e < p.h; ++e) ai[e] *= inv;
         const int64_t start = ((bi * p.t + t0 + i) * p.n + ni) * p.h;
@@ -258,115 +396,106 @@ void forward(const Problem<C>& p, Array& out) {
   }
 }
 
-// Probabilities and scaled dlogits of query row i against a key block, in place of w.z / w.dp:
-// prob_j = exp(z_j - lse), ds_j = scale * prob_j * (dp_j - D) [* (1 - tanh^2) under a cap], with
-// dp_j = dout_i . v_j and D = dout_i . out_i.
-template <typename C>
-void block_grads(const Problem<C>& p, Scratch<C>& w, int64_t nk, const C* di, C lse, C d_row) {
-  p.row_dots(di, w.vt.data(), nk, w.dp.data());
-  const C scale = C(p.a.scale);
-  for (int64_t j = 0; j < nk; ++j) {
-    const C z = w.z[size_t(j)];
-    const C prob = z == -std::numeric_limits<C>::infinity() ? C(0) : exp_c<C>(z - lse);
-    C ds = prob * (w.dp[size_t(j)] - d_row);
-    if (p.a.cap > 0) ds *= C(1) - w.th[size_t(j)] * w.th[size_t(j)];
-    w.z[size_t(j)] = prob;
-    w.dp[size_t(j)] = scale * ds;
-  }
-}
-
 template <typename C>
 void backward(const Problem<C>& p, const Array& out_fwd, const Array& dout, Array& grads) {
   const Array o = contiguous(out_fwd), dO = contiguous(dout);
   C* dq = grads.data<C>();
   C* dk = dq + p.q.size();
   C* dv = dk + p.kk.size();
+  std::fill(dq, dq + p.q.size(), C(0));  // summed into by the key-block tasks
   const int64_t qblocks = (p.t + kBlockQ - 1) / kBlockQ;
   const int64_t kblocks = (p.s + kBlockK - 1) / kBlockK;
   std::vector<C> lse(size_t(p.b * p.n * p.t)), drow(size_t(p.b * p.n * p.t));
+  const Transposed<C> kt(p, p.kk), vt(p, p.v);
 
-  // Phase 1, per query block: row statistics, then dq_i = sum_j ds_ij k_j.
+  // Phase 1, per query block: lse and D = rowsum(dout * out).
   const int64_t tasks_q = p.b * p.n * qblocks;
 #pragma omp parallel if (tasks_q > 1)
   {
-    Scratch<C> w(p.h);
+    Scratch<C> w(p.hp);
 #pragma omp for schedule(dynamic)
     for (int64_t task = 0; task < tasks_q; ++task) {
       const int64_t bi = task / (p.n * qblocks), ni = task / qblocks % p.n;
       const int64_t t0 = task % qblocks * kBlockQ, t1 = std::min(p.t, t0 + kBlockQ), nq = t1 - t0;
       const int64_t row0 = (bi * p.n + ni) * p.t + t0;
-      p.load(p.q, bi, t0, nq, ni, w.qb.data());
-      p.load(o, bi, t0, nq, ni, w.ob.data());
-      p.load(dO, bi, t0, nq, ni, w.db.data());
-      row_lse(p, bi, ni, t0, t1, w, lse.data() + row0);
+      const auto q = p.rows_of(p.q, bi, t0, nq, ni, w.qb.data());
+      const auto ob = p.rows_of(o, bi, t0, nq, ni, w.ob.data());
+      const auto db = p.rows_of(dO, bi, t0, nq, ni, w.db.data());
+      row_lse(p, q, kt, bi, ni, t0, t1, w, lse.data() + row0);
       for (int64_t i = 0; i < nq; ++i) {
-        drow[size_t(row0 + i)] = dot(w.db.data() + i * p.h, w.ob.data() + i * p.h, p.h);
-      }
-      std::fill(w.acc.begin(), w.acc.end(), C(0));
-      for_key_blocks(p, t0, t1, [&](int64_t s0, int64_t s1) {
-        p.load(p.kk, bi, s0, s1 - s0, ni / p.g, w.kb.data());
-        p.load_t(p.kk, bi, s0, s1 - s0, ni / p.g, w.tmp.data(), w.kt.data());
-        p.load_t(p.v, bi, s0, s1 - s0, ni / p.g, w.tmp.data(), w.vt.data());
-        for (int64_t i = 0; i < nq; ++i) {
-          p.block_logits(bi, t0 + i, s0, s1 - s0, w.qb.data() + i * p.h, w.kt.data(), w.z.data(),
-                         w.th.data());
-          block_grads(p, w, s1 - s0, w.db.data() + i * p.h, lse[size_t(row0 + i)],
-                      drow[size_t(row0 + i)]);
-          for (int64_t j = 0; j < s1 - s0; ++j) {
-            if (w.dp[size_t(j)] != C(0)) {
-              axpy(w.dp[size_t(j)], w.kb.data() + j * p.h, w.acc.data() + i * p.h, p.h);
-            }
-          }
-        }
-      });
-      for (int64_t i = 0; i < nq; ++i) {
-        std::memcpy(dq + ((bi * p.t + t0 + i) * p.n + ni) * p.h, w.acc.data() + i * p.h,
-                    size_t(p.h) * sizeof(C));
+        drow[size_t(row0 + i)] = dot(db.ptr + i * db.ld, ob.ptr + i * ob.ld, p.h);
       }
     }
   }
 
-  // Phase 2, per key block of one kv head: dv_j = sum_i prob_ij dout_i and dk_j = sum_i ds_ij q_i
-  // over the queries of every head in the group.
-  const int64_t tasks_k = p.b * p.k * kblocks;
+  // Phase 2, per (batch, kv head): for each key block, every query of the head group that may
+  // see it: p = exp(logits - lse), dp = dout v^T, ds = scale p (dp - D) [(1 - tanh^2) under a
+  // cap]; dv_blk += p^T dout, dk_blk += ds^T q, dq += ds k.
+  const int64_t tasks_k = p.b * p.k;
+  const C scale = C(p.a.scale);
 #pragma omp parallel if (tasks_k > 1)
   {
-    Scratch<C> w(p.h);
-    std::vector<C> dkb(size_t(kBlockK * p.h)), dvb(size_t(kBlockK * p.h));
+    Scratch<C> w(p.hp);
+    std::vector<C> dkb(size_t(kBlockK * p.hp)), dvb(dkb.size()), dqb(size_t(kBlockQ * p.hp));
 #pragma omp for schedule(dynamic)
     for (int64_t task = 0; task < tasks_k; ++task) {
-      const int64_t bi = task / (p.k * kblocks), ki = task / kblocks % p.k;
-      const int64_t s0 = task % kblocks * kBlockK, s1 = std::min(p.s, s0 + kBlockK), nk = s1 - s0;
-      p.load_t(p.kk, bi, s0, nk, ki, w.tmp.data(), w.kt.data());
-      p.load_t(p.v, bi, s0, nk, ki, w.tmp.data(), w.vt.data());
-      std::fill(dkb.begin(), dkb.end(), C(0));
-      std::fill(dvb.begin(), dvb.end(), C(0));
-      // Queries that may see some key of [s0, s1).
-      const int64_t q_lo = p.a.causal ? s0 : 0;
-      const int64_t q_hi = p.a.window >= 0 ? std::min(p.t, s1 + p.a.window) : p.t;
-      for (int64_t ni = ki * p.g; ni < (ki + 1) * p.g; ++ni) {
-        for (int64_t t0 = q_lo; t0 < q_hi; t0 += kBlockQ) {
-          const int64_t nq = std::min(q_hi, t0 + kBlockQ) - t0;
-          const int64_t row0 = (bi * p.n + ni) * p.t + t0;
-          p.load(p.q, bi, t0, nq, ni, w.qb.data());
-          p.load(dO, bi, t0, nq, ni, w.db.data());
-          for (int64_t i = 0; i < nq; ++i) {
-            const C* qi = w.qb.data() + i * p.h;
-            const C* di = w.db.data() + i * p.h;
-            p.block_logits(bi, t0 + i, s0, nk, qi, w.kt.data(), w.z.data(), w.th.data());
-            block_grads(p, w, nk, di, lse[size_t(row0 + i)], drow[size_t(row0 + i)]);
-            for (int64_t j = 0; j < nk; ++j) {
-              if (w.z[size_t(j)] == C(0)) continue;  // hidden
-              axpy(w.z[size_t(j)], di, dvb.data() + j * p.h, p.h);
-              axpy(w.dp[size_t(j)], qi, dkb.data() + j * p.h, p.h);
+      const int64_t bi = task / p.k, ki = task % p.k;
+      for (int64_t kb = 0; kb < kblocks; ++kb) {
+        const int64_t s0 = kb * kBlockK, s1 = std::min(p.s, s0 + kBlockK), nk = s1 - s0;
+        const auto kr = p.rows_of(p.kk, bi, s0, nk, ki, w.kb.data());
+        std::fill(dkb.begin(), dkb.end(), C(0));
+        std::fill(dvb.begin(), dvb.end(), C(0));
+        // Queries that may see some key of [s0, s1).
+        const int64_t q_lo = p.a.causal ? s0 : 0;
+        const int64_t q_hi = p.a.window >= 0 ? std::min(p.t, s1 + p.a.window) : p.t;
+        for (int64_t ni = ki * p.g; ni < (ki + 1) * p.g; ++ni) {
+          for (int64_t t0 = q_lo; t0 < q_hi; t0 += kBlockQ) {
+            const int64_t nq = std::min(q_hi, t0 + kBlockQ) - t0;
+            const int64_t row0 = (bi * p.n + ni) * p.t + t0;
+            const auto q = p.rows_of(p.q, bi, t0, nq, ni, w.qb.data());
+            const auto db = p.rows_of(dO, bi, t0, nq, ni, w.db.data());
+            block_logits(p, w, q, kt, bi, ni, t0, nq, s0, nk);
+            gemm<C>(db.ptr, db.ld, 1, nq, p.h, vt.block(bi, ki, s0), vt.sp, kBlockK, w.dp.data(),
+                    kBlockK, false);
+            bool any = false;
+            for (int64_t i = 0; i < nq; ++i) {
+              C* z = w.z.data() + i * kBlockK;
+              C* d = w.dp.data() + i * kBlockK;
+              const C* th = w.th.data() + i * kBlockK;
+              const C l = lse[size_t(row0 + i)], dr = drow[size_t(row0 + i)];
+              constexpr C kNegInf = -std::numeric_limits<C>::infinity();
+              C alive = 0;
+#pragma omp simd reduction(+ : alive)
+              for (int64_t j = 0; j < kBlockK; ++j) {
+                // Hidden keys (and the block's padding, whose dp is not meaningful) get 0.
+                const bool hidden = z[j] == kNegInf;
+                const C prob = hidden ? C(0) : exp_c<C>(z[j] - l);
+                z[j] = prob;
+                d[j] = hidden ? C(0) : scale * prob * (d[j] - dr);
+                alive += prob;
+              }
+              if (p.a.cap > 0) {
+                for (int64_t j = 0; j < nk; ++j) d[j] *= C(1) - th[j] * th[j];
+              }
+              any = any || alive > 0;
+            }
+            if (!any) continue;  // nothing of this query block sees these keys
+            gemm<C>(w.z.data(), 1, kBlockK, nk, nq, db.ptr, db.ld, p.hp, dvb.data(), p.hp, true);
+            gemm<C>(w.dp.data(), 1, kBlockK, nk, nq, q.ptr, q.ld, p.hp, dkb.data(), p.hp, true);
+            gemm<C>(w.dp.data(), kBlockK, 1, nq, nk, kr.ptr, kr.ld, p.hp, dqb.data(), p.hp, false);
+            for (int64_t i = 0; i < nq; ++i) {
+              C* dst = dq + ((bi * p.t + t0 + i) * p.n + ni) * p.h;
+              const C* src = dqb.data() + i * p.hp;
+#pragma omp simd
+              for (int64_t e = 0; e < p.h; ++e) dst[e] += src[e];
             }
           }
         }
-      }
-      for (int64_t sj = s0; sj < s1; ++sj) {
-        const int64_t at = ((bi * p.s + sj) * p.k + ki) * p.h;
-        std::memcpy(dk + at, dkb.data() + (sj - s0) * p.h, size_t(p.h) * sizeof(C));
-        std::memcpy(dv + at, dvb.data() + (sj - s0) * p.h, size_t(p.h) * sizeof(C));
+        for (int64_t sj = s0; sj < s1; ++sj) {
+          const int64_t at = ((bi * p.s + sj) * p.k + ki) * p.h;
+          std::memcpy(dk + at, dkb.data() + (sj - s0) * p.hp, size_t(p.h) * sizeof(C));
+          std::memcpy(dv + at, dvb.data() + (sj - s0) * p.hp, size_t(p.h) * sizeof(C));
+        }
       }
     }
   }
