@@ -47,6 +47,9 @@ struct FujiTraining {
   int64_t global_batch_size;
   int64_t max_step;
   double peak_lr;
+  // adamw_decoupled applies weight_decay with the update schedule but not the learning rate,
+  // so 0.1 * peak_lr decays as AdamW's usual 0.1 does at the peak.
+  double weight_decay;
   int64_t warmup_steps;
   int64_t save_every_n_steps;
   int64_t eval_every_n_steps;
@@ -148,7 +151,7 @@ ConfigPtr<SpmdTrainer::Config> fuji_trainer(const FujiDims& d, const FujiTrainin
   adamw->b2 = 0.95;
   adamw->eps = 1e-8;
   adamw->update_schedule = schedule;
-  adamw->weight_decay = 0.1;
+  adamw->weight_decay = t.weight_decay;
   auto clip = optim::ClipByGlobalNorm::default_config();
   clip->max_norm = 1.0;
   auto chain = optim::Chain::default_config();
@@ -188,8 +191,9 @@ FujiDims fuji_7b() { return {32, 4096, 32, 8, std::nullopt, 8.0 / 3, 256, 32768,
 FujiDims fuji_8b() { return {32, 4096, 32, 8, 14336, 0, 256, 131072, 8192, 5e5, false}; }
 FujiDims fuji_70b() { return {80, 8192, 64, 8, std::nullopt, 3.5, 256, 32768, 4096, 5e5, false}; }
 
-FujiTraining big_training(int64_t fsdp, int64_t batch, int64_t max_step, double peak_lr) {
-  return {batch,  max_step, peak_lr, 2000, 5000, 5000, 100,
+FujiTraining big_training(int64_t fsdp, int64_t batch, int64_t max_step, double peak_lr,
+                          double weight_decay) {
+  return {batch, max_step, peak_lr, weight_decay, 2000, 5000, 5000, 100,
           {1, -1, 1, fsdp, 1, 1}, Dtype(bfloat16), false};
 }
 
@@ -202,7 +206,7 @@ const std::vector<Experiment>& registered_experiments() {
                  "tiny Fuji (2 layers, dim 32) on the built-in corpus; for tests",
                  [] {
                    FujiDims d{2, 32, 4, 2, std::nullopt, 8.0 / 3, 16, 4096, 32, 5e5, false};
-                   FujiTraining t{8, 30, 2e-2, 5, 10, 30, 5, {1, 1, 1, 1, 1, 1}, std::nullopt,
+                   FujiTraining t{8, 30, 2e-2, 2e-3, 5, 10, 30, 5, {1, 1, 1, 1, 1, 1}, std::nullopt,
                                   true};
                    auto cfg = fuji_trainer(d, t);
                    // A handful of evaluation batches keeps tests fast.
@@ -215,21 +219,21 @@ const std::vector<Experiment>& registered_experiments() {
                  "about ten minutes on 2 CPU cores",
                  [] {
                    FujiDims d{4, 256, 8, 4, std::nullopt, 8.0 / 3, 64, 4096, 128, 1e4, false};
-                   FujiTraining t{16, 500, 2e-3, 50, 250, 250, 20, {1, 1, 1, 1, 1, 1},
+                   FujiTraining t{16, 500, 2e-3, 2e-4, 50, 250, 250, 20, {1, 1, 1, 1, 1, 1},
                                   std::nullopt, true};
                    return fuji_trainer(d, t);
                  },
                  true});
     e.push_back({"fuji-1B", "AXLearn's fuji-1B-v3 dimensions (tied embeddings)",
-                 [] { return fuji_trainer(fuji_1b(), big_training(8, 512, 983040, 3e-4)); }});
+                 [] { return fuji_trainer(fuji_1b(), big_training(8, 512, 983040, 3e-4, 3e-5)); }});
     e.push_back({"fuji-3B", "AXLearn's fuji-3B-v3 dimensions (tied embeddings)",
-                 [] { return fuji_trainer(fuji_3b(), big_training(8, 512, 983040, 3e-4)); }});
+                 [] { return fuji_trainer(fuji_3b(), big_training(8, 512, 983040, 3e-4, 3e-5)); }});
     e.push_back({"fuji-7B", "AXLearn's fuji-7B-v2 dimensions",
-                 [] { return fuji_trainer(fuji_7b(), big_training(8, 1024, 500000, 3e-4)); }});
+                 [] { return fuji_trainer(fuji_7b(), big_training(8, 1024, 500000, 3e-4, 3e-5)); }});
     e.push_back({"fuji-8B", "AXLearn's fuji-8B-v3 dimensions",
-                 [] { return fuji_trainer(fuji_8b(), big_training(8, 1024, 983040, 3e-4)); }});
+                 [] { return fuji_trainer(fuji_8b(), big_training(8, 1024, 983040, 3e-4, 3e-5)); }});
     e.push_back({"fuji-70B", "AXLearn's fuji-70B-v2 dimensions",
-                 [] { return fuji_trainer(fuji_70b(), big_training(64, 1024, 500000, 1.5e-4)); }});
+                 [] { return fuji_trainer(fuji_70b(), big_training(64, 1024, 500000, 1.5e-4, 1.5e-5)); }});
     return e;
   }();
   return all;

@@ -443,6 +443,11 @@ TrainResult SpmdTrainer::run() {
     std::printf("restored step %lld from %s\n", static_cast<long long>(step),
                 checkpoint_step_dir(dir, step).c_str());
   }
+  if (step == 0) {
+    // The config as TensorBoard's text plugin shows it, one "path: value" per line.
+    summary_writer_->add_text("trainer_config", "```\n" + cfg.debug_string() + "```", 0);
+    summary_writer_->flush();
+  }
   if (step >= max_step) {
     std::printf("step %lld reached max_step %lld: nothing to train\n",
                 static_cast<long long>(step), static_cast<long long>(max_step));

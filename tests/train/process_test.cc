@@ -134,5 +134,17 @@ TEST_F(ProcessTest, SigtermSavesACheckpointAndExitsCleanly) {
   expect_restorable(trainer_dir, *latest);
 }
 
+TEST_F(ProcessTest, WatchdogReportsASlowStep) {
+  const std::string log = dir_ + "/log.txt";
+  // The first step includes tracing and compiling the step: far longer than 10 ms.
+  const pid_t pid = spawn_axlearn({"train", "--config", "fuji-test", "--trainer_dir", dir_ + "/run",
+                                   "--max_step", "2", "--set", "watchdog_timeout_seconds=0.01"},
+                                  log);
+  ASSERT_GT(pid, 0);
+  EXPECT_EQ(wait_exit(pid), 0) << read_file(log);
+  EXPECT_NE(read_file(log).find("watchdog: no step has finished for"), std::string::npos)
+      << read_file(log);
+}
+
 }  // namespace
 }  // namespace axlearn::train
