@@ -1,12 +1,15 @@
-// The `axlearn` command line: one subcommand per job (`axlearn train`, `eval`, `configs`, `demo`). Flag errors come from
-// CLI11 with usage (exit status 100+); errors in a job print one line and exit 1, never a crash.
+// The `axlearn` command line: one subcommand per job (train, eval, generate, convert, configs,
+// bench, demo). Flag errors come from CLI11 with usage (exit status 100+); errors in a job print
+// one line and exit 1, never a crash.
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <exception>
 #include <iostream>
 
 #include "axlearn/cli/bench.h"
+#include "axlearn/cli/convert.h"
 #include "axlearn/cli/demo.h"
+#include "axlearn/cli/generate.h"
 #include "axlearn/cli/train.h"
 #include "axlearn/core/error.h"
 
@@ -101,6 +104,10 @@ int main(int argc, char** argv) {
   CLI::App* eval = add_eval(app, eval_options);
   axlearn::cli::BenchOptions bench_options;
   CLI::App* bench = add_bench(app, bench_options);
+  axlearn::cli::ConvertOptions convert_options;
+  CLI::App* convert = axlearn::cli::add_convert(app, convert_options);
+  axlearn::cli::GenerateOptions generate_options;
+  CLI::App* generate = axlearn::cli::add_generate(app, generate_options);
   CLI::App* configs = app.add_subcommand("configs", "List or print the registered experiments");
   configs->require_subcommand(1);
   CLI::App* configs_list =
@@ -118,17 +125,23 @@ int main(int argc, char** argv) {
     return app.exit(e);
   }
 
-  const char* job = demo->parsed()      ? "demo"
-                    : train->parsed()   ? "train"
-                    : eval->parsed()    ? "eval"
-                    : configs->parsed() ? "configs"
-                    : bench->parsed()   ? "bench"
-                                        : "";
+  const char* job = demo->parsed()       ? "demo"
+                    : train->parsed()    ? "train"
+                    : eval->parsed()     ? "eval"
+                    : configs->parsed()  ? "configs"
+                    : bench->parsed()    ? "bench"
+                    : convert->parsed()  ? "convert"
+                    : generate->parsed() ? "generate"
+                                         : "";
   try {
     if (demo->parsed()) axlearn::cli::run_demo(demo_options, std::cout);
     if (train->parsed()) return axlearn::cli::run_train(train_options, std::cout);
     if (eval->parsed()) return axlearn::cli::run_eval(eval_options, std::cout);
     if (bench->parsed()) return axlearn::cli::run_bench_train_step(bench_options, std::cout);
+    if (convert->parsed()) return axlearn::cli::run_convert(convert_options, std::cout);
+    if (generate->parsed()) {
+      return axlearn::cli::run_generate(generate_options, std::cout, std::cerr);
+    }
     if (configs_list->parsed()) axlearn::cli::list_configs(std::cout);
     if (configs_show->parsed()) {
       axlearn::cli::show_config(show_options.name, show_options.overrides, std::cout);

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "axlearn/cli/generate.h"
 #include "axlearn/core/error.h"
 #include "axlearn/experiments/experiments.h"
 
@@ -76,6 +77,18 @@ int run_train(const TrainOptions& o, std::ostream& out) {
     return 0;
   }
   print_eval(r.last_eval, out);
+  // A short sample from the model just trained (sampled, seeded: the same run prints the same).
+  GenerateOptions sample;
+  sample.trainer_dir = o.trainer_dir;
+  sample.prompt = "And God said";
+  sample.max_new_tokens = 40;
+  sample.temperature = 0.7;
+  sample.top_k = 40;
+  sample.seed = 0;
+  std::ostringstream quiet;
+  out << "sample (temperature 0.7, top_k 40): ";
+  out.flush();
+  run_generate(sample, out, quiet);  // ends the line
   out << "checkpoints: " << o.trainer_dir << "/checkpoints  metrics: " << o.trainer_dir
       << "/metrics.jsonl\n"
       << "TensorBoard logs: " << o.trainer_dir

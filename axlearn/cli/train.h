@@ -24,7 +24,8 @@ struct TrainOptions {
 // at its end; a warmup at least as long as the new max_step is halved to max_step / 2.
 ConfigPtr<train::SpmdTrainer::Config> build_trainer_config(const TrainOptions& options);
 
-// Trains and prints the final evaluation and where the TensorBoard logs are. Returns the exit
+// Trains and prints the final evaluation, a short text sample from the trained model and where
+// the TensorBoard logs are. Returns the exit
 // status (0, also after a clean stop on SIGINT/SIGTERM).
 int run_train(const TrainOptions& options, std::ostream& out);
 

@@ -366,6 +366,11 @@ Tensor MultiheadAttention::fused_attention(const Tensor& q, const Tensor& k, con
 AttentionOutput MultiheadAttention::forward(const Tensor& query,
                                             const AttentionInputs& inputs) const {
   auto scope = enter_context();
+  return attend(query, inputs, nullptr);
+}
+
+AttentionOutput MultiheadAttention::attend(const Tensor& query, const AttentionInputs& inputs,
+                                           QKV* kv) const {
   const Config& cfg = config();
   check_rank3(*this, query, cfg.query_dim, "query");
   const int64_t b = query.shape(0), t = query.shape(1);
@@ -373,6 +378,7 @@ AttentionOutput MultiheadAttention::forward(const Tensor& query,
   Tensor q = query_scale_->forward(qkv.query);
   Tensor k = key_scale_->forward(qkv.key);
   const int64_t s = k.shape(1);
+  if (kv) *kv = {q, k, qkv.value};
 
   // Attention with default positions and no extra bias or attention dropout runs on the fused
   // kernel (tiled online softmax, no (T, S) matrix); anything else on the masked-bias path.
@@ -399,6 +405,117 @@ AttentionOutput MultiheadAttention::forward(const Tensor& query,
 
   auto [ctx, probs] = compute_attention(q, k, qkv.value, bias);
   return {output_linear_->forward(ctx), probs};
+}
+
+// ---- MultiheadAttention: decoding ----
+
+namespace {
+
+const Tensor& state_leaf(const Module& m, const NestedTensor& states, const char* name) {
+  if (states.is_leaf() || !states.contains(name) || !states.at(name).is_leaf()) {
+    fail(m.path(), ": the decoding state has no '", name, "' (make it with init_states)");
+  }
+  return states.at(name).tensor();
+}
+
+Tensor int32_scalar(int64_t v) { return scalar(double(v), int32); }
+
+}  // namespace
+
+std::optional<int64_t> MultiheadAttention::sliding_window() const {
+  if (const auto* sw = dynamic_cast<const SlidingWindowCausalMask*>(config().mask.get().get())) {
+    return int64_t(sw->sliding_window_size);
+  }
+  return std::nullopt;
+}
+
+NestedTensor MultiheadAttention::init_states(int64_t batch, int64_t max_len) const {
+  if (batch <= 0 || max_len <= 0) {
+    fail(path(), ": init_states needs a positive batch and max_len, got ", batch, " and ", max_len);
+  }
+  int64_t len = max_len;
+  if (auto w = sliding_window()) len = std::min(max_len, *w + 1);
+  const Shape shape = {batch, len, input_linear_->num_kv_heads(), per_head_dim()};
+  return NestedTensor{{"key", zeros(shape, dtype())},
+                      {"value", zeros(shape, dtype())},
+                      {"time_step", zeros({batch}, int32)}};
+}
+
+CachedOutput MultiheadAttention::prefill(const NestedTensor& states, const Tensor& query,
+                                         const Tensor& time_step) const {
+  auto scope = enter_context();
+  check_rank3(*this, query, config().query_dim, "query");
+  const Tensor& cache_key = state_leaf(*this, states, "key");
+  const int64_t b = query.shape(0), t = query.shape(1), len = cache_key.shape(1);
+  if (cache_key.shape(0) != b || time_step.shape() != Shape{b}) {
+    fail(path(), ": prefill of query ", shape_str(query.shape()), " needs time_step (", b,
+         ",) and a state of ", b, " rows, got time_step ", shape_str(time_step.shape()),
+         " and key ", shape_str(cache_key.shape()));
+  }
+  const auto window = sliding_window();
+  const bool ring = window && len == *window + 1;
+  if (t > len && !ring) {
+    fail(path(), ": a prompt of ", t, " positions does not fit the cache of ", len,
+         " (init_states max_len)");
+  }
+  QKV kv;
+  AttentionOutput out = attend(query, {}, &kv);
+  const Tensor lengths = astype(time_step, int32);
+  auto to_cache = [&](const Tensor& x) {  // (B, T, K, H) -> (B, L, K, H)
+    Tensor y = astype(x, cache_key.dtype());
+    if (t <= len) return t == len ? y : pad(y, {{0, 0}, {0, len - t}, {0, 0}, {0, 0}});
+    // A ring shorter than the prompt keeps each row's last L positions: slot j gets the latest
+    // position p < time_step with p % L == j (negative p: none, the slot stays unused).
+    Tensor last = reshape(lengths - int32_scalar(1), {b, 1});
+    Tensor p = last - remainder(last - iota({b, len}, 1), int32_scalar(len));  // (B, L)
+    return take_along_axis(y, reshape(maximum(p, zeros_like(p)), {b, len, 1, 1}), 1);
+  };
+  NestedTensor next{
+      {"key", to_cache(kv.key)}, {"value", to_cache(kv.value)}, {"time_step", lengths}};
+  return {next, out.data};
+}
+
+CachedOutput MultiheadAttention::extend_step(const NestedTensor& states,
+                                             const Tensor& query) const {
+  auto scope = enter_context();
+  check_rank3(*this, query, config().query_dim, "query");
+  const Tensor& cache_key = state_leaf(*this, states, "key");
+  const Tensor& cache_value = state_leaf(*this, states, "value");
+  const Tensor& time_step = state_leaf(*this, states, "time_step");
+  const int64_t b = query.shape(0), len = cache_key.shape(1);
+  if (query.shape(1) != 1 || cache_key.shape(0) != b || time_step.shape() != Shape{b}) {
+    fail(path(), ": extend_step takes one token per row of the state, got query ",
+         shape_str(query.shape()), " for key ", shape_str(cache_key.shape()));
+  }
+  const auto window = sliding_window();
+  if (!(window && len == *window + 1) && !time_step.is_tracer()) {
+    for (int32_t ts : time_step.to_vector<int32_t>()) {
+      if (ts >= len) {
+        fail(path(), ": time_step ", ts, " is past the cache of ", len,
+             " positions (init_states max_len)");
+      }
+    }
+  }
+  const Tensor qpos = reshape(astype(time_step, int32), {b, 1});
+  QKV qkv = input_linear_->forward(query, Tensor(), Tensor(), qpos);
+  Tensor q = query_scale_->forward(qkv.query);
+  Tensor k = key_scale_->forward(qkv.key);
+  // Write slot time_step % L of each row.
+  const Tensor slots = iota({b, len}, 1);
+  const Tensor l = int32_scalar(len);
+  Tensor write = reshape(equal(slots, remainder(qpos, l)), {b, len, 1, 1});
+  Tensor key = where(write, astype(k, cache_key.dtype()), cache_key);
+  Tensor value = where(write, astype(qkv.value, cache_value.dtype()), cache_value);
+  // The position each slot holds: the latest p <= time_step with p % L == slot; negative when
+  // the slot was never written. Every p <= time_step, so the causal mask holds already.
+  Tensor kpos = qpos - remainder(qpos - slots, l);  // (B, L)
+  Tensor mask = reshape(greater_equal(kpos, zeros_like(kpos)), {b, 1, 1, len});
+  if (mask_fn_) mask = logical_and(mask, mask_from_positions(*mask_fn_, qpos, kpos));
+  auto [ctx, probs] = compute_attention(q, key, value, bool_to_bias(mask, float32));
+  (void)probs;
+  NestedTensor next{
+      {"key", key}, {"value", value}, {"time_step", reshape(qpos, {b}) + int32_scalar(1)}};
+  return {next, output_linear_->forward(ctx)};
 }
 
 // ---- stacking helpers ----

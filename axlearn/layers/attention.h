@@ -233,6 +233,19 @@ struct AttentionOutput {
   Tensor probs;  // (B, N, T, S)
 };
 
+// KV-cache decoding (AXLearn's init_states / prefill_states / extend_step). A decoding state is
+// a NestedTensor each of whose leaves has the batch on axis 0, so beams are reordered by taking
+// rows of every leaf. An attention layer's state:
+//   {"key": (B, L, K, H), "value": (B, L, K, H), "time_step": (B,) int32}
+// keys scaled by key_scale and rotated, L = max_len, or for sliding-window attention (mask
+// sliding_window_causal_mask) min(max_len, sliding_window_size + 1) slots written as a ring
+// buffer: position p lives in slot p % L. time_step is the number of tokens a row has seen: the
+// position of its next token.
+struct CachedOutput {
+  NestedTensor states;  // the updated decoding state
+  Tensor data;          // (B, T, output_dim)
+};
+
 class MultiheadAttention : public BaseLayer {
  public:
   struct Config : BaseLayer::Config {
@@ -271,6 +284,22 @@ class MultiheadAttention : public BaseLayer {
   AttentionOutput forward(const Tensor& query, const AttentionInputs& inputs = {}) const;
   int64_t per_head_dim() const;
 
+  // ---- decoding (self-attention; see CachedOutput for the state) ----
+  // An empty state (zeros, time_step 0) of `batch` rows that can hold max_len positions.
+  NestedTensor init_states(int64_t batch, int64_t max_len) const;
+  // Runs a batch of prompts query (B, T, query_dim), right-padded, row b of length time_step[b]
+  // (B,) int, at positions 0..T-1 as forward(query) does, and returns `states` (any contents,
+  // from init_states) holding their keys and values, with time_step set to the lengths. Outputs
+  // at padded positions are unspecified.
+  CachedOutput prefill(const NestedTensor& states, const Tensor& query,
+                       const Tensor& time_step) const;
+  // One token per row: query (B, 1, query_dim) at position time_step[b] (its rotary position
+  // too) attends to the cached positions p <= time_step[b] allowed by the masks; the state comes
+  // back with that key / value written and time_step + 1.
+  CachedOutput extend_step(const NestedTensor& states, const Tensor& query) const;
+  // sliding_window_size when the mask is sliding_window_causal_mask.
+  std::optional<int64_t> sliding_window() const;
+
  protected:
   // The one place attention proper is computed: q (B, T, N, H) scaled, k / v (B, S, K, H),
   // bias broadcastable to (B, N, T, S) or undefined -> context (B, T, N, H) and probs
@@ -290,6 +319,8 @@ class MultiheadAttention : public BaseLayer {
   // the general masked-bias path.
   Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                          const AttentionInputs& inputs) const;
+  // forward(); when kv is given, it receives the scaled, rotated keys and the values (B, S, K, H).
+  AttentionOutput attend(const Tensor& query, const AttentionInputs& inputs, QKV* kv) const;
 };
 
 // Multi-head attention whose input_linear has fewer key/value heads (GroupedQKVLinear,

@@ -78,7 +78,11 @@ DecoderOutput Decoder::forward(const Tensor& input_ids, const Tensor& input_segm
   in.query_positions = positions;
   Tensor x = emb_->forward(input_ids);
   x = transformer_->forward(x, in);
-  x = output_dropout_->forward(output_norm_->forward(x));
+  return output_logits(x);
+}
+
+DecoderOutput Decoder::output_logits(const Tensor& hidden) const {
+  Tensor x = output_dropout_->forward(output_norm_->forward(hidden));
   if (lm_head_) return {lm_head_->forward(x), x};
   // The embedding's second call needs its own context (same parameters).
   const NestedTensor empty;
@@ -86,6 +90,61 @@ DecoderOutput Decoder::forward(const Tensor& input_ids, const Tensor& input_segm
   auto s = child_context(
       "emb_attend", {.module = const_cast<TransformerTextEmbeddings*>(emb_), .state = &emb_state});
   return {emb_->attend(x), x};
+}
+
+namespace {
+void check_ids(const Module& m, const Tensor& ids, const char* op) {
+  if (ids.ndim() != 2 || !is_integer(ids.dtype())) {
+    fail(m.path(), ": ", op, " needs input_ids (B, T) of integers, got ", shape_str(ids.shape()),
+         " ", ids.dtype());
+  }
+}
+}  // namespace
+
+NestedTensor Decoder::init_states(int64_t batch, int64_t max_len) const {
+  return NestedTensor{{"transformer", transformer_->init_states(batch, max_len)},
+                      {"time_step", zeros({batch}, int32)}};
+}
+
+DecoderStepOutput Decoder::prefill(const NestedTensor& states, const Tensor& input_ids,
+                                   const Tensor& time_step) const {
+  auto scope = enter_context();
+  check_ids(*this, input_ids, "prefill");
+  if (states.is_leaf() || !states.contains("transformer")) {
+    fail(path(), ": prefill needs a state from init_states");
+  }
+  const int64_t b = input_ids.shape(0), len = input_ids.shape(1);
+  if (time_step.shape() != Shape{b}) {
+    fail(path(), ": prefill of input_ids ", shape_str(input_ids.shape()), " needs time_step (", b,
+         ",), got ", shape_str(time_step.shape()));
+  }
+  if (!time_step.is_tracer()) {
+    for (int64_t n : time_step.to_vector<int64_t>()) {
+      if (n < 1 || n > len) fail(path(), ": prompt lengths must be in [1, ", len, "], got ", n);
+    }
+  }
+  CachedOutput t =
+      transformer_->prefill(states.at("transformer"), emb_->forward(input_ids), time_step);
+  DecoderOutput out = output_logits(t.data);
+  return {NestedTensor{{"transformer", t.states}, {"time_step", astype(time_step, int32)}},
+          out.logits, out.hidden_states};
+}
+
+DecoderStepOutput Decoder::extend_step(const NestedTensor& states, const Tensor& input_ids) const {
+  auto scope = enter_context();
+  check_ids(*this, input_ids, "extend_step");
+  if (input_ids.shape(1) != 1) {
+    fail(path(), ": extend_step takes one token per row, got input_ids ",
+         shape_str(input_ids.shape()));
+  }
+  if (states.is_leaf() || !states.contains("transformer") || !states.contains("time_step")) {
+    fail(path(), ": extend_step needs a state from init_states / prefill");
+  }
+  CachedOutput t = transformer_->extend_step(states.at("transformer"), emb_->forward(input_ids));
+  DecoderOutput out = output_logits(t.data);
+  Tensor next = states.at("time_step").tensor() + scalar(1, int32);
+  return {NestedTensor{{"transformer", t.states}, {"time_step", next}}, out.logits,
+          out.hidden_states};
 }
 
 Model::Model(const Config& cfg, Module* parent) : BaseLayer(cfg, parent) {

@@ -52,6 +52,13 @@ struct DecoderOutput {
   Tensor hidden_states;  // (B, T, dim), after output_norm
 };
 
+// A decoding step of the Decoder: the updated state and the step's outputs.
+struct DecoderStepOutput {
+  NestedTensor states;   // {"transformer": the stack's state, "time_step": (B,) int32}
+  Tensor logits;         // (B, T, vocab_size); T = 1 for extend_step
+  Tensor hidden_states;  // (B, T, dim)
+};
+
 class Decoder : public BaseLayer {
  public:
   struct Config : BaseLayer::Config {
@@ -84,7 +91,22 @@ class Decoder : public BaseLayer {
   DecoderOutput forward(const Tensor& input_ids, const Tensor& input_segment_ids = {},
                         const Tensor& positions = {}) const;
 
+  // KV-cache decoding (AXLearn's init_states / prefill_states / extend_step); every leaf of the
+  // state has the batch on axis 0. An empty state for `batch` rows of up to max_len positions.
+  NestedTensor init_states(int64_t batch, int64_t max_len) const;
+  // input_ids (B, T) int: right-padded prompts, row b of length time_step[b] (B,) int, 1 <=
+  // time_step[b] <= T <= max_len (sliding-window caches take longer prompts). Returns the state
+  // with every prompt cached and time_step = the lengths, and the logits of every position (row
+  // b's next-token logits are at time_step[b] - 1; padded positions are unspecified).
+  DecoderStepOutput prefill(const NestedTensor& states, const Tensor& input_ids,
+                            const Tensor& time_step) const;
+  // input_ids (B, 1): one token per row at position time_step[b]; logits (B, 1, vocab_size).
+  DecoderStepOutput extend_step(const NestedTensor& states, const Tensor& input_ids) const;
+
  private:
+  // x (B, T, dim) from the stack -> output norm, dropout and the (tied or separate) head.
+  DecoderOutput output_logits(const Tensor& x) const;
+
   const TransformerTextEmbeddings* emb_;
   const BaseStackedTransformerLayer* transformer_;
   const BaseNormalizationLayer* output_norm_;
@@ -120,6 +142,8 @@ class Model : public BaseLayer {
   LmLoss forward(const Tensor& input_ids, const Tensor& target_labels,
                  const Tensor& target_weights = {}, const Tensor& input_segment_ids = {},
                  const Tensor& positions = {}) const;
+
+  const Decoder& decoder() const { return *decoder_; }
 
  private:
   const Decoder* decoder_;

@@ -135,6 +135,39 @@ Tensor TransformerAttentionLayer::forward(const Tensor& target,
   return norm_->forward(target + stochastic_depth_->forward(dropout_->forward(out)));
 }
 
+NestedTensor TransformerAttentionLayer::init_states(int64_t batch, int64_t max_len) const {
+  return NestedTensor{{"attention", attention_->init_states(batch, max_len)}};
+}
+
+namespace {
+const NestedTensor& sub_state(const Module& m, const NestedTensor& states, const std::string& key) {
+  if (states.is_leaf() || !states.contains(key)) {
+    fail(m.path(), ": the decoding state has no '", key, "' (make it with init_states)");
+  }
+  return states.at(key);
+}
+}  // namespace
+
+CachedOutput TransformerAttentionLayer::prefill(const NestedTensor& states, const Tensor& target,
+                                                const Tensor& time_step) const {
+  auto scope = enter_context();
+  const NestedTensor& st = sub_state(*this, states, "attention");
+  const bool prenorm = config().structure.get() == NormStructure::kPrenorm;
+  CachedOutput a = attention_->prefill(st, prenorm ? norm_->forward(target) : target, time_step);
+  Tensor y = target + stochastic_depth_->forward(dropout_->forward(a.data));
+  return {NestedTensor{{"attention", a.states}}, prenorm ? y : norm_->forward(y)};
+}
+
+CachedOutput TransformerAttentionLayer::extend_step(const NestedTensor& states,
+                                                    const Tensor& target) const {
+  auto scope = enter_context();
+  const NestedTensor& st = sub_state(*this, states, "attention");
+  const bool prenorm = config().structure.get() == NormStructure::kPrenorm;
+  CachedOutput a = attention_->extend_step(st, prenorm ? norm_->forward(target) : target);
+  Tensor y = target + stochastic_depth_->forward(dropout_->forward(a.data));
+  return {NestedTensor{{"attention", a.states}}, prenorm ? y : norm_->forward(y)};
+}
+
 // ---- TransformerLayer ----
 
 TransformerLayer::TransformerLayer(const Config& cfg, Module* parent) : BaseLayer(cfg, parent) {
@@ -263,12 +296,47 @@ Tensor TransformerLayer::forward_with_remat(const Tensor& data, const AttentionI
   return outs[0];
 }
 
+NestedTensor TransformerLayer::init_states(int64_t batch, int64_t max_len) const {
+  return NestedTensor{{"self_attention", self_attention_->init_states(batch, max_len)}};
+}
+
+CachedOutput TransformerLayer::prefill(const NestedTensor& states, const Tensor& data,
+                                       const Tensor& time_step) const {
+  auto scope = enter_context();
+  CachedOutput a =
+      self_attention_->prefill(sub_state(*this, states, "self_attention"), data, time_step);
+  return {NestedTensor{{"self_attention", a.states}}, feed_forward_->forward(a.data)};
+}
+
+CachedOutput TransformerLayer::extend_step(const NestedTensor& states, const Tensor& data) const {
+  auto scope = enter_context();
+  CachedOutput a = self_attention_->extend_step(sub_state(*this, states, "self_attention"), data);
+  return {NestedTensor{{"self_attention", a.states}}, feed_forward_->forward(a.data)};
+}
+
 // ---- stacks ----
 
 Tensor BaseStackedTransformerLayer::forward(const Tensor&, const AttentionInputs&,
                                             const CrossAttentionInputs&) const {
   fail(path(), ": BaseStackedTransformerLayer is abstract");
 }
+
+NestedTensor BaseStackedTransformerLayer::init_states(int64_t, int64_t) const {
+  fail(path(), ": ", config().describe(), " does not support decoding");
+}
+
+CachedOutput BaseStackedTransformerLayer::prefill(const NestedTensor&, const Tensor&,
+                                                  const Tensor&) const {
+  fail(path(), ": ", config().describe(), " does not support decoding");
+}
+
+CachedOutput BaseStackedTransformerLayer::extend_step(const NestedTensor&, const Tensor&) const {
+  fail(path(), ": ", config().describe(), " does not support decoding");
+}
+
+namespace {
+std::string layer_key(int64_t i) { return "layer" + std::to_string(i); }
+}  // namespace
 
 StackedTransformerLayer::StackedTransformerLayer(const Config& cfg, Module* parent)
     : BaseStackedTransformerLayer(cfg, parent) {
@@ -286,6 +354,40 @@ Tensor StackedTransformerLayer::forward(const Tensor& data, const AttentionInput
   Tensor x = data;
   for (const TransformerLayer* layer : layers_) x = layer->forward(x, inputs, cross);
   return x;
+}
+
+NestedTensor StackedTransformerLayer::init_states(int64_t batch, int64_t max_len) const {
+  NestedTensor states;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    states[layer_key(int64_t(i))] = layers_[i]->init_states(batch, max_len);
+  }
+  return states;
+}
+
+CachedOutput StackedTransformerLayer::prefill(const NestedTensor& states, const Tensor& data,
+                                              const Tensor& time_step) const {
+  auto scope = enter_context();
+  CachedOutput out{NestedTensor(), data};
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const std::string key = layer_key(int64_t(i));
+    CachedOutput o = layers_[i]->prefill(sub_state(*this, states, key), out.data, time_step);
+    out.states[key] = std::move(o.states);
+    out.data = o.data;
+  }
+  return out;
+}
+
+CachedOutput StackedTransformerLayer::extend_step(const NestedTensor& states,
+                                                  const Tensor& data) const {
+  auto scope = enter_context();
+  CachedOutput out{NestedTensor(), data};
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const std::string key = layer_key(int64_t(i));
+    CachedOutput o = layers_[i]->extend_step(sub_state(*this, states, key), out.data);
+    out.states[key] = std::move(o.states);
+    out.data = o.data;
+  }
+  return out;
 }
 
 Repeat::Repeat(const Config& cfg, Module* parent) : BaseLayer(cfg, parent) {
@@ -347,6 +449,47 @@ Tensor Repeat::forward(const Tensor& data, const AttentionInputs& inputs,
   return x;
 }
 
+void Repeat::for_each_layer(const std::function<void(int64_t)>& fn) const {
+  const NestedTensor empty;
+  const NestedTensor& stacked = state().contains("layer") ? state().at("layer") : empty;
+  for (int64_t i = 0; i < config().num_layers; ++i) {
+    const NestedTensor layer_state = index_state(stacked, i);
+    auto s = child_context(layer_key(i), {.module = layer_, .state = &layer_state});
+    fn(i);
+  }
+}
+
+NestedTensor Repeat::init_states(int64_t batch, int64_t max_len) const {
+  // The layers share one config, so their states have one shape.
+  const NestedTensor one = layer_->init_states(batch, max_len);
+  NestedTensor states;
+  for (int64_t i = 0; i < config().num_layers; ++i) states[layer_key(i)] = one;
+  return states;
+}
+
+CachedOutput Repeat::prefill(const NestedTensor& states, const Tensor& data,
+                             const Tensor& time_step) const {
+  auto scope = enter_context();
+  CachedOutput out{NestedTensor(), data};
+  for_each_layer([&](int64_t i) {
+    CachedOutput o = layer_->prefill(sub_state(*this, states, layer_key(i)), out.data, time_step);
+    out.states[layer_key(i)] = std::move(o.states);
+    out.data = o.data;
+  });
+  return out;
+}
+
+CachedOutput Repeat::extend_step(const NestedTensor& states, const Tensor& data) const {
+  auto scope = enter_context();
+  CachedOutput out{NestedTensor(), data};
+  for_each_layer([&](int64_t i) {
+    CachedOutput o = layer_->extend_step(sub_state(*this, states, layer_key(i)), out.data);
+    out.states[layer_key(i)] = std::move(o.states);
+    out.data = o.data;
+  });
+  return out;
+}
+
 RepeatedTransformerLayer::RepeatedTransformerLayer(const Config& cfg, Module* parent)
     : BaseStackedTransformerLayer(cfg, parent) {
   ConfigPtr<TransformerLayer::Config> layer = cfg.layer;
@@ -360,6 +503,22 @@ Tensor RepeatedTransformerLayer::forward(const Tensor& data, const AttentionInpu
                                          const CrossAttentionInputs& cross) const {
   auto scope = enter_context();
   return repeat_->forward(data, inputs, cross);
+}
+
+NestedTensor RepeatedTransformerLayer::init_states(int64_t batch, int64_t max_len) const {
+  return repeat_->init_states(batch, max_len);
+}
+
+CachedOutput RepeatedTransformerLayer::prefill(const NestedTensor& states, const Tensor& data,
+                                               const Tensor& time_step) const {
+  auto scope = enter_context();
+  return repeat_->prefill(states, data, time_step);
+}
+
+CachedOutput RepeatedTransformerLayer::extend_step(const NestedTensor& states,
+                                                   const Tensor& data) const {
+  auto scope = enter_context();
+  return repeat_->extend_step(states, data);
 }
 
 }  // namespace axlearn::layers

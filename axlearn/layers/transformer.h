@@ -100,6 +100,13 @@ class TransformerAttentionLayer : public BaseLayer {
   // target (B, T, target_dim); inputs.key is the source (cross-attention) when defined.
   Tensor forward(const Tensor& target, const AttentionInputs& inputs = {}) const;
 
+  // Decoding (self-attention): the attention's state under "attention"; see
+  // MultiheadAttention::init_states / prefill / extend_step.
+  NestedTensor init_states(int64_t batch, int64_t max_len) const;
+  CachedOutput prefill(const NestedTensor& states, const Tensor& target,
+                       const Tensor& time_step) const;
+  CachedOutput extend_step(const NestedTensor& states, const Tensor& target) const;
+
  private:
   const BaseNormalizationLayer* norm_;
   const MultiheadAttention* attention_;
@@ -144,6 +151,14 @@ class TransformerLayer : public BaseLayer {
   Tensor forward(const Tensor& data, const AttentionInputs& self_inputs = {},
                  const CrossAttentionInputs& cross = {}) const;
 
+  // Decoding: the self-attention's state under "self_attention" (a configured cross-attention
+  // is skipped, as forward() does without cross data). data (B, T, input_dim) right-padded
+  // prompts of lengths time_step (B,); extend_step one token per row (B, 1, input_dim).
+  NestedTensor init_states(int64_t batch, int64_t max_len) const;
+  CachedOutput prefill(const NestedTensor& states, const Tensor& data,
+                       const Tensor& time_step) const;
+  CachedOutput extend_step(const NestedTensor& states, const Tensor& data) const;
+
  private:
   Tensor forward_layers(const Tensor& data, const AttentionInputs& self_inputs,
                         const CrossAttentionInputs& cross) const;
@@ -171,6 +186,13 @@ class BaseStackedTransformerLayer : public BaseLayer {
   BaseStackedTransformerLayer(const Config& cfg, Module* parent) : BaseLayer(cfg, parent) {}
   virtual Tensor forward(const Tensor& data, const AttentionInputs& inputs = {},
                          const CrossAttentionInputs& cross = {}) const;
+
+  // Decoding through every layer. The state is {"layer0": ..., "layer{n-1}": ...}, one
+  // TransformerLayer state per layer, for both stacks (so every leaf keeps the batch on axis 0).
+  virtual NestedTensor init_states(int64_t batch, int64_t max_len) const;
+  virtual CachedOutput prefill(const NestedTensor& states, const Tensor& data,
+                               const Tensor& time_step) const;
+  virtual CachedOutput extend_step(const NestedTensor& states, const Tensor& data) const;
 };
 
 // Children layer0 .. layer{n-1}, each with its own parameters.
@@ -183,6 +205,10 @@ class StackedTransformerLayer : public BaseStackedTransformerLayer {
   StackedTransformerLayer(const Config& cfg, Module* parent);
   Tensor forward(const Tensor& data, const AttentionInputs& inputs = {},
                  const CrossAttentionInputs& cross = {}) const override;
+  NestedTensor init_states(int64_t batch, int64_t max_len) const override;
+  CachedOutput prefill(const NestedTensor& states, const Tensor& data,
+                       const Tensor& time_step) const override;
+  CachedOutput extend_step(const NestedTensor& states, const Tensor& data) const override;
 
  private:
   std::vector<const TransformerLayer*> layers_;
@@ -212,7 +238,15 @@ class Repeat : public BaseLayer {
   // Layer i is drawn with key i of split_prng_key(prng_key, num_layers).
   NestedTensor initialize_parameters_recursively(const Tensor& prng_key) const override;
 
+  // Decoding: {"layer{i}": layer i's state}, layer i run on slice i of the parameters.
+  NestedTensor init_states(int64_t batch, int64_t max_len) const;
+  CachedOutput prefill(const NestedTensor& states, const Tensor& data,
+                       const Tensor& time_step) const;
+  CachedOutput extend_step(const NestedTensor& states, const Tensor& data) const;
+
  private:
+  // Runs fn(i) for each layer i in the context of layer i (its parameter slice).
+  void for_each_layer(const std::function<void(int64_t)>& fn) const;
   TransformerLayer* layer_;
 };
 
@@ -228,6 +262,10 @@ class RepeatedTransformerLayer : public BaseStackedTransformerLayer {
   RepeatedTransformerLayer(const Config& cfg, Module* parent);
   Tensor forward(const Tensor& data, const AttentionInputs& inputs = {},
                  const CrossAttentionInputs& cross = {}) const override;
+  NestedTensor init_states(int64_t batch, int64_t max_len) const override;
+  CachedOutput prefill(const NestedTensor& states, const Tensor& data,
+                       const Tensor& time_step) const override;
+  CachedOutput extend_step(const NestedTensor& states, const Tensor& data) const override;
 
  private:
   const Repeat* repeat_;
