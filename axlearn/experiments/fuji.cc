@@ -219,7 +219,7 @@ const std::vector<Experiment>& registered_experiments() {
                  "about ten minutes on 2 CPU cores",
                  [] {
                    FujiDims d{4, 256, 8, 4, std::nullopt, 8.0 / 3, 64, 4096, 128, 1e4, false};
-                   FujiTraining t{16, 500, 2e-3, 2e-4, 50, 250, 250, 20, {1, 1, 1, 1, 1, 1},
+                   FujiTraining t{16, 300, 2e-3, 2e-4, 30, 150, 150, 20, {1, 1, 1, 1, 1, 1},
                                   std::nullopt, true};
                    return fuji_trainer(d, t);
                  },
