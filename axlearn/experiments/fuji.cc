@@ -216,7 +216,7 @@ const std::vector<Experiment>& registered_experiments() {
                  true});
     e.push_back({"fuji-nano",
                  "small Fuji (4 layers, dim 256, GQA 8/4 heads) trained on the King James Bible; "
-                 "about ten minutes on 2 CPU cores",
+                 "about four minutes on 2 CPU cores",
                  [] {
                    FujiDims d{4, 256, 8, 4, std::nullopt, 8.0 / 3, 64, 4096, 128, 1e4, false};
                    FujiTraining t{16, 300, 2e-3, 2e-4, 30, 150, 150, 20, {1, 1, 1, 1, 1, 1},
