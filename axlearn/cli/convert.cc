@@ -23,37 +23,7 @@ namespace {
 
 using train::SpmdTrainer;
 
-ConfigPtr<SpmdTrainer::Config> read_trainer_config(const std::string& trainer_dir) {
-  const std::string path = trainer_dir + "/trainer_config.json";
-  std::ifstream in(path);
-  if (!in) {
-    fail("cannot read ", path, " (--trainer_dir must be the folder of an `axlearn train` run)");
-  }
-  std::stringstream text;
-  text << in.rdbuf();
-  ConfigPtr<SpmdTrainer::Config> cfg;
-  try {
-    cfg = config_from_json_as<SpmdTrainer::Config>(nlohmann::json::parse(text.str()));
-  } catch (const nlohmann::json::exception& e) {
-    fail(path, ": not valid JSON: ", e.what());
-  }
-  cfg->dir = trainer_dir;
-  return cfg;
-}
 
-// As SpmdTrainer::run writes it, so `axlearn eval` and `convert --to=hf` can rebuild the trainer.
-void write_trainer_config(const SpmdTrainer::Config& cfg, const std::string& dir) {
-  const std::string path = dir + "/trainer_config.json";
-  {
-    std::ofstream out(path + ".tmp", std::ios::trunc);
-    out << cfg.to_json_string() << '\n';
-    out.flush();
-    if (!out) fail("cannot write ", path, ".tmp");
-  }
-  std::error_code ec;
-  fs::rename(path + ".tmp", path, ec);
-  if (ec) fail("cannot write ", path, ": ", ec.message());
-}
 
 void reject(bool given, const char* flag, const char* mode) {
   if (given) fail(flag, " does not apply to --to=", mode);
@@ -73,7 +43,7 @@ int convert_to_hf(const ConvertOptions& o, std::ostream& out) {
   infer::HfExportOptions eo;
   if (!o.dtype.empty()) eo.dtype = dtype_from_name(o.dtype);
   eo.max_shard_size = parse_byte_size(o.max_shard_size);
-  ConfigPtr<SpmdTrainer::Config> cfg = read_trainer_config(o.trainer_dir);
+  ConfigPtr<SpmdTrainer::Config> cfg = train::read_trainer_config(o.trainer_dir);
   if (const auto* input = cfg->input.is_set() ? cfg->input.get().get() : nullptr;
       input && input->max_len.is_set()) {
     eo.max_position_embeddings = input->max_len;
@@ -132,7 +102,7 @@ int convert_to_axlearn(const ConvertOptions& o, std::ostream& out) {
   fs::create_directories(o.trainer_dir, ec);
   if (ec) fail("cannot create ", o.trainer_dir, ": ", ec.message());
   save_checkpoint(o.trainer_dir, 0, state, nlohmann::json{{"step", 0}}.dump());
-  write_trainer_config(*cfg, o.trainer_dir);
+  train::write_trainer_config(*cfg, o.trainer_dir);
   out << "imported " << o.hf_dir << " into " << checkpoint_step_dir(o.trainer_dir, 0)
       << " (model from Hugging Face, fresh learner state)\n"
       << "fine-tune with: axlearn train --config " << o.config << " --trainer_dir "

@@ -79,22 +79,6 @@ namespace {
 
 using train::SpmdTrainer;
 
-ConfigPtr<SpmdTrainer::Config> load_trainer_config(const std::string& trainer_dir) {
-  const std::string path = trainer_dir + "/trainer_config.json";
-  std::ifstream in(path);
-  if (!in)
-    fail("cannot read ", path, " (--trainer_dir must be the folder of an `axlearn train` run)");
-  std::stringstream text;
-  text << in.rdbuf();
-  ConfigPtr<SpmdTrainer::Config> cfg;
-  try {
-    cfg = config_from_json_as<SpmdTrainer::Config>(nlohmann::json::parse(text.str()));
-  } catch (const nlohmann::json::exception& e) {
-    fail(path, ": not valid JSON: ", e.what());
-  }
-  cfg->dir = trainer_dir;
-  return cfg;
-}
 
 // The trainer dir and step of a step folder "<dir>/checkpoints/step_%08d".
 std::pair<std::string, int64_t> parse_step_dir(const std::string& step_dir) {
@@ -165,7 +149,7 @@ const char* reason_name(infer::StopReason r) {
 
 int run_generate(const GenerateOptions& o, std::ostream& out, std::ostream& log) {
   check_generate_options(o);
-  ConfigPtr<SpmdTrainer::Config> cfg = load_trainer_config(o.trainer_dir);
+  ConfigPtr<SpmdTrainer::Config> cfg = train::read_trainer_config(o.trainer_dir);
   std::string ckpt_dir = o.trainer_dir;
   std::optional<int64_t> step = o.step;
   if (!o.checkpoint.empty()) std::tie(ckpt_dir, step) = parse_step_dir(o.checkpoint);

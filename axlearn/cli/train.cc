@@ -102,16 +102,7 @@ int run_eval(const EvalOptions& o, std::ostream& out) {
   if (!o.config.empty()) {
     cfg = experiments::trainer_config(o.config);
   } else {
-    const std::string path = o.trainer_dir + "/trainer_config.json";
-    std::ifstream in(path);
-    if (!in) fail("cannot read ", path, " (give --config=NAME for a dir without one)");
-    std::stringstream text;
-    text << in.rdbuf();
-    try {
-      cfg = config_from_json_as<train::SpmdTrainer::Config>(nlohmann::json::parse(text.str()));
-    } catch (const nlohmann::json::exception& e) {
-      fail(path, ": not valid JSON: ", e.what());
-    }
+    cfg = train::read_trainer_config(o.trainer_dir);
   }
   cfg->dir = o.trainer_dir;
   apply_overrides(*cfg, o.overrides);

@@ -403,13 +403,8 @@ TrainResult SpmdTrainer::run() {
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) fail("cannot create the trainer dir ", dir, ": ", ec.message());
-  {
-    // The config of this run, so `axlearn eval --trainer_dir` can rebuild the trainer.
-    const std::string path = dir + "/trainer_config.json";
-    std::ofstream(path + ".tmp") << cfg.to_json_string() << '\n';
-    fs::rename(path + ".tmp", path, ec);
-    if (ec) fail("cannot write ", path, ": ", ec.message());
-  }
+  // The config of this run, so `axlearn eval --trainer_dir` can rebuild the trainer.
+  write_trainer_config(cfg, dir);
 
   auto ckpt_cfg = cfg.checkpointer.get()->clone();
   ckpt_cfg->dir = dir;
@@ -587,6 +582,35 @@ TrainResult SpmdTrainer::run() {
               static_cast<long long>(step), total_step_seconds,
               tokens_per_step * static_cast<double>(steps_run) / total_step_seconds);
   return result;
+}
+
+ConfigPtr<SpmdTrainer::Config> read_trainer_config(const std::string& trainer_dir) {
+  const std::string path = trainer_dir + "/trainer_config.json";
+  std::ifstream in(path);
+  if (!in) fail("cannot read ", path, " (not the folder of an `axlearn train` run?)");
+  std::stringstream text;
+  text << in.rdbuf();
+  ConfigPtr<SpmdTrainer::Config> cfg;
+  try {
+    cfg = config_from_json_as<SpmdTrainer::Config>(Json::parse(text.str()));
+  } catch (const Json::exception& e) {
+    fail(path, ": not valid JSON: ", e.what());
+  }
+  cfg->dir = trainer_dir;
+  return cfg;
+}
+
+void write_trainer_config(const SpmdTrainer::Config& cfg, const std::string& dir) {
+  const std::string path = dir + "/trainer_config.json";
+  {
+    std::ofstream out(path + ".tmp", std::ios::trunc);
+    out << cfg.to_json_string() << '\n';
+    out.flush();
+    if (!out) fail("cannot write ", path, ".tmp");
+  }
+  std::error_code ec;
+  fs::rename(path + ".tmp", path, ec);
+  if (ec) fail("cannot write ", path, ": ", ec.message());
 }
 
 double measure_matmul_peak_gflops() {

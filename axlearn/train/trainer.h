@@ -155,6 +155,12 @@ class SpmdTrainer : public Module {
   SpmdEvaler::BatchFn eval_step_;
 };
 
+// <dir>/trainer_config.json, the config a run saved (dir set to `trainer_dir`); Error naming the
+// file when it is missing or not a trainer config.
+ConfigPtr<SpmdTrainer::Config> read_trainer_config(const std::string& trainer_dir);
+// Writes cfg as <dir>/trainer_config.json atomically (temp file, then rename).
+void write_trainer_config(const SpmdTrainer::Config& cfg, const std::string& dir);
+
 // f32 matmul throughput of this machine in GFLOP/s (a short oneDNN measurement), the
 // denominator of the trainer's MFU estimate.
 double measure_matmul_peak_gflops();
