@@ -212,15 +212,58 @@ void Reduce::eval_cpu(const std::vector<Array>& in, Array& out) const {
   });
 }
 
+namespace {
+
+// argmax / argmin of one contiguous float row: the first NaN if there is one, else the first
+// index holding the extreme value. Two vectorisable passes instead of one branchy scan.
+template <typename C>
+int64_t arg_extreme_row(const C* p, int64_t n, bool is_max) {
+  bool nan = false;
+  C m = p[0];
+  if (is_max) {
+#pragma omp simd reduction(max : m) reduction(| : nan)
+    for (int64_t j = 0; j < n; ++j) {
+      nan |= p[j] != p[j];
+      m = p[j] > m ? p[j] : m;
+    }
+  } else {
+#pragma omp simd reduction(min : m) reduction(| : nan)
+    for (int64_t j = 0; j < n; ++j) {
+      nan |= p[j] != p[j];
+      m = p[j] < m ? p[j] : m;
+    }
+  }
+  int64_t j = 0;
+  if (nan) {
+    while (p[j] == p[j]) ++j;
+  } else {
+    while (p[j] != m) ++j;
+  }
+  return j;
+}
+
+}  // namespace
+
 void ArgReduce::eval_cpu(const std::vector<Array>& in, Array& out) const {
   Array xc = as_compute(in[0]);
   Block b = block_of(xc.shape, axis_, axis_);
   out = Array::empty(out.shape, out.dtype);
   int32_t* y = out.data<int32_t>();
+  if (b.n == 0) {
+    std::fill(y, y + out.size(), 0);
+    return;
+  }
   dispatch_dtype(xc.dtype, [&](auto tag) {
     using C = decltype(tag);
     const C* x = xc.data<C>();
+#pragma omp parallel for schedule(static) if (xc.size() >= (1 << 16) && b.outer > 1)
     for (int64_t o = 0; o < b.outer; ++o) {
+      if constexpr (std::is_floating_point_v<C>) {
+        if (b.inner == 1) {
+          y[o] = int32_t(arg_extreme_row(x + o * b.n, b.n, is_max_));
+          continue;
+        }
+      }
       for (int64_t k = 0; k < b.inner; ++k) {
         const C* p = x + o * b.n * b.inner + k;
         int64_t best = 0;

@@ -1,5 +1,6 @@
 // CPU kernels of the data-movement primitives. Broadcast, transpose, slice, dynamic slice and
-// (dense) reshape return views of their input's storage; the rest copy.
+// (dense) reshape return views of their input's storage; the rest copy, splitting the output
+// into ranges for the OpenMP threads and moving whole contiguous runs with memcpy / memset.
 #include <algorithm>
 #include <cstring>
 
@@ -10,12 +11,140 @@ namespace axlearn {
 
 namespace {
 
+// Bytes per parallel task: large enough to amortise a fork, small enough to balance two to a
+// few dozen threads on the tensors of a training step.
+constexpr int64_t kCopyGrainBytes = int64_t(1) << 17;
+
+// Elements per parallel task for element size `es`.
+int64_t copy_grain(size_t es) { return std::max<int64_t>(1, kCopyGrainBytes / int64_t(es)); }
+
+// memcpy of n bytes split across the threads.
+void parallel_memcpy(char* dst, const char* src, int64_t n) {
+  cpu::parallel_chunks(n, kCopyGrainBytes,
+                       [&](int64_t b, int64_t e) { std::memcpy(dst + b, src + b, size_t(e - b)); });
+}
+
+// Writes n copies of the es-byte value at `v` to dst: memset when its bits are all zero.
+void fill_bytes(char* dst, int64_t n, const char* v, size_t es) {
+  if (n <= 0) return;
+  if (std::all_of(v, v + es, [](char c) { return c == 0; })) {
+    std::memset(dst, 0, size_t(n) * es);
+    return;
+  }
+  auto fill_as = [&](auto tag) {
+    using U = decltype(tag);
+    U x;
+    std::memcpy(&x, v, sizeof(U));
+    std::fill_n(reinterpret_cast<U*>(dst), n, x);
+  };
+  switch (es) {
+    case 1:
+      std::memset(dst, static_cast<unsigned char>(v[0]), size_t(n));
+      break;
+    case 2:
+      fill_as(uint16_t{});
+      break;
+    case 4:
+      fill_as(uint32_t{});
+      break;
+    case 8:
+      fill_as(uint64_t{});
+      break;
+    default:
+      for (int64_t i = 0; i < n; ++i) std::memcpy(dst + i * int64_t(es), v, es);
+  }
+}
+
+// True when every stride is 0: one stored value broadcast to the whole shape (zeros, full).
+bool is_splat(const Array& a) {
+  return std::all_of(a.strides.begin(), a.strides.end(), [](int64_t s) { return s == 0; });
+}
+
+// Element offset (in `a`'s storage, from a.offset) of row `row` of `a` seen as (rows, shape
+// [axis:]) — that is, of the multi-index `row` over the axes before `axis`.
+int64_t row_offset(const Array& a, int axis, int64_t row) {
+  int64_t off = 0;
+  for (int i = axis - 1; i >= 0; --i) {
+    off += (row % a.shape[i]) * a.strides[i];
+    row /= a.shape[i];
+  }
+  return off;
+}
+
+// True when the axes from `axis` on are dense row-major in `a` (each row is one memcpy).
+bool rows_are_dense(const Array& a, int axis) {
+  int64_t expect = 1;
+  for (int i = a.ndim() - 1; i >= axis; --i) {
+    if (a.shape[i] == 1) continue;
+    if (a.strides[i] != expect) return false;
+    expect *= a.shape[i];
+  }
+  return true;
+}
+
+// n elements of `es` bytes from src (stride `stride` elements) to dense dst.
+void gather_strided(char* dst, const char* src, int64_t stride, int64_t n, size_t es) {
+  auto copy_as = [&](auto tag) {
+    using U = decltype(tag);
+    U* d = reinterpret_cast<U*>(dst);
+    for (int64_t i = 0; i < n; ++i) std::memcpy(d + i, src + i * stride * int64_t(es), sizeof(U));
+  };
+  switch (es) {
+    case 1:
+      copy_as(uint8_t{});
+      break;
+    case 2:
+      copy_as(uint16_t{});
+      break;
+    case 4:
+      copy_as(uint32_t{});
+      break;
+    case 8:
+      copy_as(uint64_t{});
+      break;
+    default:
+      for (int64_t i = 0; i < n; ++i)
+        std::memcpy(dst + i * int64_t(es), src + i * stride * int64_t(es), es);
+  }
+}
+
+// A dense row-major copy of `a` (or `a` itself when already dense), made on all threads: whole
+// rows by memcpy where the trailing axes are dense, a typed strided loop otherwise.
+Array dense(const Array& a) {
+  if (a.is_contiguous()) return a;
+  Array out = Array::empty(a.shape, a.dtype, a.storage->device);
+  const int nd = a.ndim();
+  const size_t es = size_of(a.dtype);
+  // Rows: the largest dense trailing block, or the last axis read through its stride.
+  int axis = nd - 1;
+  while (axis > 0 && rows_are_dense(a, axis - 1)) --axis;
+  const bool dense_rows = rows_are_dense(a, axis);
+  int64_t row = 1;
+  for (int i = axis; i < nd; ++i) row *= a.shape[i];
+  const int64_t rows = row == 0 ? 0 : a.size() / row;
+  const char* src = static_cast<const char*>(a.raw());
+  char* dst = static_cast<char*>(out.raw());
+  const int64_t grain = std::max<int64_t>(1, copy_grain(es) / std::max<int64_t>(row, 1));
+  cpu::parallel_chunks(rows, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const char* s = src + row_offset(a, axis, r) * int64_t(es);
+      if (dense_rows) {
+        std::memcpy(dst + r * row * int64_t(es), s, size_t(row) * es);
+      } else {
+        gather_strided(dst + r * row * int64_t(es), s, a.strides[nd - 1], row, es);
+      }
+    }
+  });
+  return out;
+}
+
 // A fresh dense copy (never aliases `a`), for kernels that write into their output.
 Array dense_copy(const Array& a) {
-  Array c = contiguous(a);
+  Array c = dense(a);
   if (c.storage != a.storage) return c;
   Array out = Array::empty(a.shape, a.dtype, a.storage->device);
-  std::memcpy(out.raw(), a.raw(), a.nbytes());
+  parallel_memcpy(static_cast<char*>(out.raw()), static_cast<const char*>(a.raw()),
+                  int64_t(a.nbytes()));
   return out;
 }
 
@@ -55,7 +184,7 @@ void BroadcastInDim::eval_cpu(const std::vector<Array>& in, Array& out) const {
 }
 
 void Reshape::eval_cpu(const std::vector<Array>& in, Array& out) const {
-  Array x = contiguous(in[0]);
+  Array x = dense(in[0]);
   out.storage = x.storage;
   out.offset = x.offset;
   out.strides = row_major_strides(out.shape);
@@ -91,7 +220,7 @@ void DynamicSlice::eval_cpu(const std::vector<Array>& in, Array& out) const {
 
 void DynamicUpdateSlice::eval_cpu(const std::vector<Array>& in, Array& out) const {
   out = dense_copy(in[0]);
-  const Array u = contiguous(in[1]);
+  const Array u = dense(in[1]);
   std::vector<int64_t> s = clamped_starts(in[2], out.shape, u.shape);
   const int nd = out.ndim();
   const size_t es = size_of(out.dtype);
@@ -122,62 +251,137 @@ void Concatenate::eval_cpu(const std::vector<Array>& in, Array& out) const {
   int64_t outer = 1, inner = 1;
   for (int i = 0; i < axis_; ++i) outer *= out.shape[i];
   for (int i = axis_ + 1; i < out.ndim(); ++i) inner *= out.shape[i];
+  // Output row o (of `outer`) is input 0's row o, then input 1's, ...; col[k] is where input k's
+  // part of a row starts (elements). Inputs are read in place when their rows are dense (slices
+  // along earlier axes, e.g. rotate_half's halves, stay views).
   const int64_t out_row = out.shape[axis_] * inner;
-  char* dst = static_cast<char*>(out.raw());
-  int64_t col = 0;
+  std::vector<Array> srcs;
+  std::vector<int64_t> col{0};
   for (const Array& a : in) {
-    Array c = contiguous(a);
-    const int64_t row = a.shape[axis_] * inner;
-    const char* src = static_cast<const char*>(c.raw());
-    for (int64_t o = 0; o < outer; ++o) {
-      std::memcpy(dst + (o * out_row + col) * es, src + o * row * es, row * es);
-    }
-    col += row;
+    srcs.push_back(is_splat(a) || rows_are_dense(a, axis_) ? a : dense(a));
+    col.push_back(col.back() + a.shape[axis_] * inner);
   }
+  char* dst = static_cast<char*>(out.raw());
+  cpu::parallel_chunks(outer * out_row, copy_grain(es), [&](int64_t begin, int64_t end) {
+    for (int64_t e = begin; e < end;) {
+      const int64_t o = e / out_row, c = e % out_row;
+      const size_t k = size_t(std::upper_bound(col.begin(), col.end(), c) - col.begin() - 1);
+      const int64_t stop = std::min(end, o * out_row + col[k + 1]);
+      const Array& x = srcs[k];
+      const char* src = static_cast<const char*>(x.raw());
+      if (is_splat(x)) {
+        fill_bytes(dst + e * int64_t(es), stop - e, src, es);
+      } else {
+        const int64_t off = row_offset(x, axis_, o) + c - col[k];
+        std::memcpy(dst + e * int64_t(es), src + off * int64_t(es), size_t(stop - e) * es);
+      }
+      e = stop;
+    }
+  });
 }
+
+namespace {
+
+// lax.pad on dense row-major data, seen as: lines (every index of the axes before `axis`) x
+// positions along `axis` (the innermost padded one) x a block of `block` elements (the trailing
+// axes, unpadded and contiguous in the operand). A position holds either an operand block or
+// padding, so every write is a memcpy of runs of blocks or a fill.
+struct PadLayout {
+  int axis = 0;
+  int64_t block = 1;
+  int64_t positions = 1;  // out.shape[axis]
+  int64_t lines = 1;
+};
+
+PadLayout pad_layout(const Array& x, const Shape& out, const Shape& low, const Shape& high,
+                     const Shape& interior) {
+  const int nd = int(out.size());
+  PadLayout l;
+  l.axis = 0;
+  for (int i = nd - 1; i >= 0; --i) {
+    if (low[i] != 0 || high[i] != 0 || (interior[i] != 0 && x.shape[i] > 1)) {
+      l.axis = i;
+      break;
+    }
+  }
+  for (int i = l.axis + 1; i < nd; ++i) l.block *= out[i];
+  l.positions = out[l.axis];
+  for (int i = 0; i < l.axis; ++i) l.lines *= out[i];
+  return l;
+}
+
+}  // namespace
 
 void Pad::eval_cpu(const std::vector<Array>& in, Array& out) const {
   out = Array::empty(out.shape, out.dtype);
-  const Array x = contiguous(in[0]);
   const size_t es = size_of(out.dtype);
   const int nd = out.ndim();
   char* dst = static_cast<char*>(out.raw());
-  // Fill with the padding value.
-  const char* v = static_cast<const char*>(in[1].raw());
-  const int64_t n = out.size();
-  for (int64_t i = 0; i < n; ++i) std::memcpy(dst + i * es, v, es);
-  if (x.size() == 0) return;
+  const char* value = static_cast<const char*>(in[1].raw());
+  if (out.size() == 0) return;
   if (nd == 0) {
-    std::memcpy(dst, x.raw(), es);
+    std::memcpy(dst, in[0].raw(), es);
     return;
   }
-  // Place each operand element at low + i * (interior + 1) along every axis, if inside.
-  const int64_t last = x.shape[nd - 1];
-  const int64_t rows = x.size() / last;
-  std::vector<int64_t> idx(nd, 0);
+  const PadLayout l = pad_layout(in[0], out.shape, low_, high_, interior_);
+  // The operand is read through its strides (slices of a cotangent stay views); only blocks
+  // that are not contiguous force a dense copy first.
+  const Array x = rows_are_dense(in[0], l.axis + 1) ? in[0] : dense(in[0]);
   const char* src = static_cast<const char*>(x.raw());
-  for (int64_t r = 0; r < rows; ++r) {
+  const int a = l.axis;
+  const int64_t step = interior_[a] + 1, n = x.shape[a];
+
+  // Operand offset (elements) of line `line`'s data, or -1 when the whole line is padding.
+  auto line_source = [&](int64_t line) -> int64_t {
     int64_t off = 0;
-    bool inside = true;
-    for (int i = 0; i < nd - 1 && inside; ++i) {
-      int64_t p = low_[i] + idx[i] * (interior_[i] + 1);
-      inside = p >= 0 && p < out.shape[i];
-      off += p * out.strides[i];
+    for (int i = a - 1; i >= 0; --i) {
+      const int64_t p = line % out.shape[i] - low_[i];
+      line /= out.shape[i];
+      const int64_t s = interior_[i] + 1;
+      if (p < 0 || p % s != 0 || p / s >= x.shape[i]) return -1;
+      off += (p / s) * x.strides[i];
     }
-    if (inside) {
-      const int64_t step = interior_[nd - 1] + 1;
-      for (int64_t j = 0; j < last; ++j) {
-        int64_t p = low_[nd - 1] + j * step;
-        if (p >= 0 && p < out.shape[nd - 1]) {
-          std::memcpy(dst + (off + p) * es, src + (r * last + j) * es, es);
-        }
+    return off;
+  };
+  // Elements [e0, e1) of one output line whose operand data starts at `base` (or -1).
+  const bool one_run = step == 1 && (x.strides[a] == l.block || n == 1);
+  auto do_range = [&](char* d, int64_t base, int64_t e0, int64_t e1) {
+    if (base < 0 || x.size() == 0) {
+      fill_bytes(d + e0 * int64_t(es), e1 - e0, value, es);
+      return;
+    }
+    if (one_run) {
+      // Padding, then the operand's positions [low, low + n) as one run, then padding.
+      const int64_t c0 = std::clamp(low_[a] * l.block, e0, e1);
+      const int64_t c1 = std::clamp((low_[a] + n) * l.block, e0, e1);
+      fill_bytes(d + e0 * int64_t(es), c0 - e0, value, es);
+      std::memcpy(d + c0 * int64_t(es), src + (base + c0 - low_[a] * l.block) * int64_t(es),
+                  size_t(c1 - c0) * es);
+      fill_bytes(d + c1 * int64_t(es), e1 - c1, value, es);
+      return;
+    }
+    for (int64_t e = e0; e < e1;) {
+      const int64_t p = e / l.block, stop = std::min(e1, (p + 1) * l.block);
+      const int64_t q = p - low_[a];
+      if (q >= 0 && q % step == 0 && q / step < n) {
+        const int64_t off = base + (q / step) * x.strides[a] + e - p * l.block;
+        std::memcpy(d + e * int64_t(es), src + off * int64_t(es), size_t(stop - e) * es);
+      } else {
+        fill_bytes(d + e * int64_t(es), stop - e, value, es);
       }
+      e = stop;
     }
-    for (int i = nd - 2; i >= 0; --i) {
-      if (++idx[i] < x.shape[i]) break;
-      idx[i] = 0;
+  };
+  // Parallel over output elements, so that one long line is split as well as many short ones.
+  const int64_t line_elems = l.positions * l.block;
+  cpu::parallel_chunks(out.size(), copy_grain(es), [&](int64_t begin, int64_t end) {
+    for (int64_t u = begin; u < end;) {
+      const int64_t line = u / line_elems, stop = std::min(end, (line + 1) * line_elems);
+      do_range(dst + line * line_elems * int64_t(es), line_source(line), u - line * line_elems,
+               stop - line * line_elems);
+      u = stop;
     }
-  }
+  });
 }
 
 namespace {
@@ -199,7 +403,7 @@ int64_t normalize_index(int64_t i, int64_t n) {
 
 void Gather::eval_cpu(const std::vector<Array>& in, Array& out) const {
   out = Array::empty(out.shape, out.dtype);
-  const Array x = contiguous(in[0]);
+  const Array x = dense(in[0]);
   std::vector<int64_t> idx = read_indices(in[1]);
   AxisSplit a = split_at(x.shape, axis_);
   const size_t es = size_of(out.dtype);
@@ -218,7 +422,7 @@ void Gather::eval_cpu(const std::vector<Array>& in, Array& out) const {
 
 void ScatterAdd::eval_cpu(const std::vector<Array>& in, Array& out) const {
   out = dense_copy(in[0]);
-  const Array u = contiguous(in[2]);
+  const Array u = dense(in[2]);
   std::vector<int64_t> idx = read_indices(in[1]);
   AxisSplit a = split_at(out.shape, axis_);
   const int64_t m = int64_t(idx.size());
