@@ -50,6 +50,11 @@ CLI::App* add_train(CLI::App& app, axlearn::cli::TrainOptions& o) {
                   "Config override PATH=VALUE, repeatable, e.g. --set "
                   "model.decoder.transformer.num_layers=2 --set input.global_batch_size=8")
       ->take_all();
+  cmd->add_option("--devices", o.devices,
+                  "Run on N virtual CPU devices (threads of this process); the mesh comes from "
+                  "mesh_shape, e.g. --set mesh_shape=[1,2,1,2,1,1]. Under mpirun each process is "
+                  "one device: leave this out")
+      ->check(CLI::PositiveNumber);
   return cmd;
 }
 
@@ -61,6 +66,8 @@ CLI::App* add_eval(CLI::App& app, axlearn::cli::EvalOptions& o) {
   cmd->add_option("--config", o.config,
                   "Experiment name; default: the trainer_config.json saved by the run");
   cmd->add_option("--set", o.overrides, "Config override PATH=VALUE, repeatable")->take_all();
+  cmd->add_option("--devices", o.devices, "Evaluate on N virtual CPU devices (see train --help)")
+      ->check(CLI::PositiveNumber);
   return cmd;
 }
 

@@ -3,12 +3,16 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iomanip>
+#include <mutex>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "axlearn/cli/generate.h"
 #include "axlearn/core/error.h"
+#include "axlearn/dist/communicator.h"
 #include "axlearn/experiments/experiments.h"
 
 namespace axlearn::cli {
@@ -38,6 +42,25 @@ void print_eval(const std::map<std::string, train::EvalMetrics>& evals, std::ost
         << std::setprecision(2) << m.at("perplexity") << " over "
         << static_cast<int64_t>(m.at("num_tokens")) << " tokens\n";
   }
+}
+
+// Runs fn(trainer) on every device of the run and returns the first device's result (null on
+// the other MPI ranks).
+template <typename R>
+std::optional<R> on_devices(const train::SpmdTrainer::Config& cfg, int64_t devices,
+                            const std::function<R(train::SpmdTrainer&)>& fn) {
+  std::optional<R> first;
+  std::mutex mu;
+  dist::run_spmd(devices, [&](int64_t rank) {
+    std::unique_ptr<train::SpmdTrainer> trainer;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      trainer = cfg.instantiate<train::SpmdTrainer>(nullptr);
+    }
+    R r = fn(*trainer);
+    if (rank == 0) first = std::move(r);
+  });
+  return first;
 }
 
 }  // namespace
@@ -70,8 +93,10 @@ ConfigPtr<train::SpmdTrainer::Config> build_trainer_config(const TrainOptions& o
 
 int run_train(const TrainOptions& o, std::ostream& out) {
   ConfigPtr<train::SpmdTrainer::Config> cfg = build_trainer_config(o);
-  std::unique_ptr<train::SpmdTrainer> trainer = cfg->instantiate<train::SpmdTrainer>(nullptr);
-  train::TrainResult r = trainer->run();
+  std::optional<train::TrainResult> result = on_devices<train::TrainResult>(
+      *cfg, o.devices, [](train::SpmdTrainer& t) { return t.run(); });
+  if (!result) return 0;  // another MPI rank: the first one reports
+  const train::TrainResult& r = *result;
   if (r.interrupted) {
     out << "stopped at step " << r.step << "; run the same command again to resume\n";
     return 0;
@@ -106,8 +131,10 @@ int run_eval(const EvalOptions& o, std::ostream& out) {
   }
   cfg->dir = o.trainer_dir;
   apply_overrides(*cfg, o.overrides);
-  std::unique_ptr<train::SpmdTrainer> trainer = cfg->instantiate<train::SpmdTrainer>(nullptr);
-  print_eval(trainer->evaluate(), out);
+  using Evals = std::map<std::string, train::EvalMetrics>;
+  std::optional<Evals> evals =
+      on_devices<Evals>(*cfg, o.devices, [](train::SpmdTrainer& t) { return t.evaluate(); });
+  if (evals) print_eval(*evals, out);
   return 0;
 }
 

@@ -16,6 +16,7 @@ struct TrainOptions {
   std::string trainer_dir;  // where checkpoints, summaries and metrics go
   std::optional<int64_t> max_step;
   std::vector<std::string> overrides;  // "path=value", applied in order after max_step
+  int64_t devices = 1;                 // virtual CPU devices (threads); 1 under mpirun
 };
 
 // The experiment's config with the trainer dir, max_step and overrides applied. --max_step also
@@ -25,14 +26,16 @@ struct TrainOptions {
 ConfigPtr<train::SpmdTrainer::Config> build_trainer_config(const TrainOptions& options);
 
 // Trains and prints the final evaluation, a short text sample from the trained model and where
-// the TensorBoard logs are. Returns the exit
-// status (0, also after a clean stop on SIGINT/SIGTERM).
+// the TensorBoard logs are. Returns the exit status (0, also after a clean stop on
+// SIGINT/SIGTERM). With several devices (options.devices virtual devices, or the ranks of an MPI
+// job) every device trains its part and the first one prints.
 int run_train(const TrainOptions& options, std::ostream& out);
 
 struct EvalOptions {
   std::string trainer_dir;
   std::string config;  // empty: the trainer_config.json the run saved in trainer_dir
   std::vector<std::string> overrides;
+  int64_t devices = 1;
 };
 int run_eval(const EvalOptions& options, std::ostream& out);
 

@@ -40,6 +40,9 @@ struct Plan {
   std::vector<Node> nodes;
   std::vector<Step> steps;
   std::vector<int> outputs;
+  // Per output: its sharding and global shape when the traced output was sharded.
+  std::vector<std::shared_ptr<const Sharding>> out_shardings;
+  std::vector<Shape> out_global_shapes;
   NestedTensor out_skeleton;  // output tree structure (tree version only)
   PlanStats stats;
 };
@@ -51,6 +54,14 @@ std::string signature_of(const std::vector<Tensor>& inputs, const std::string& s
     if (!t.defined()) fail("compile: input ", i, " is an undefined Tensor");
     os << (i ? ", " : "") << t.dtype() << shape_str(t.shape());
     if (t.device() != Device::cpu()) os << "@" << t.device();
+    if (t.is_sharded()) os << " " << t.sharding()->str() << " on " << t.sharding()->mesh.str();
+  }
+  // A sharded plan holds this device's blocks and slice bounds: one plan per device.
+  for (const Tensor& t : inputs) {
+    if (t.is_sharded()) {
+      os << " @rank" << current_device_rank();
+      break;
+    }
   }
   if (!structure.empty()) os << " " << structure;
   return os.str();
@@ -64,13 +75,34 @@ bool trace_graph(const TraceFn& fn, const std::vector<Tensor>& inputs, const std
                  Plan& plan) {
   // Node ids grow monotonically: anything older than this marker was captured from outside.
   const uint64_t first_id = Tensor::placeholder({}, float32).id();
-  std::vector<Tensor> placeholders;
-  for (const Tensor& t : inputs)
-    placeholders.push_back(Tensor::placeholder(t.shape(), t.dtype(), t.device()));
+  std::vector<Tensor> placeholders;       // what fn sees (sharded where the input is)
+  std::vector<Tensor> local_placeholders;  // the per-device graph's inputs
+  for (const Tensor& t : inputs) {
+    if (t.is_sharded()) {
+      const Sharding& sh = *t.sharding();
+      Tensor local = Tensor::placeholder(sh.local_shape(t.shape()), t.dtype(), t.device());
+      local_placeholders.push_back(local);
+      placeholders.push_back(Tensor::make_sharded(local, t.shape(), sh));
+    } else {
+      placeholders.push_back(Tensor::placeholder(t.shape(), t.dtype(), t.device()));
+      local_placeholders.push_back(placeholders.back());
+    }
+  }
 
   std::vector<Tensor> outs;
   try {
-    outs = fn(placeholders, &plan.out_skeleton);
+    std::vector<Tensor> global_outs = fn(placeholders, &plan.out_skeleton);
+    for (const Tensor& o : global_outs) {
+      if (o.defined() && o.is_sharded()) {
+        plan.out_shardings.push_back(o.node().sharding);
+        plan.out_global_shapes.push_back(o.shape());
+        outs.push_back(o.local());
+      } else {
+        plan.out_shardings.push_back(nullptr);
+        plan.out_global_shapes.push_back({});
+        outs.push_back(o);
+      }
+    }
   } catch (const Error& e) {
     const std::string msg = e.what();
     if (msg.find("placeholder") != std::string::npos) {
@@ -88,6 +120,7 @@ bool trace_graph(const TraceFn& fn, const std::vector<Tensor>& inputs, const std
     if (!outs[i].defined()) fail("compile: output ", i, " of the function is an undefined Tensor");
   }
 
+  placeholders = local_placeholders;
   std::unordered_set<const TensorNode*> mine;
   for (const Tensor& p : placeholders) mine.insert(p.node_ptr().get());
   auto captured_tracer = [&](const Tensor& t) {
@@ -498,7 +531,7 @@ std::vector<Tensor> run_plan(const Plan& plan, const std::vector<Tensor>& inputs
   std::vector<Array> slots(plan.nodes.size());
   for (size_t v = 0; v < plan.nodes.size(); ++v) {
     const Node& n = plan.nodes[v];
-    if (n.kind == Node::Kind::kInput) slots[v] = inputs[n.input].array();
+    if (n.kind == Node::Kind::kInput) slots[v] = inputs[n.input].local().array();
     if (n.kind == Node::Kind::kConstant) slots[v] = n.constant;
   }
   std::vector<Array> ins;
@@ -539,15 +572,23 @@ std::vector<Tensor> run_plan(const Plan& plan, const std::vector<Tensor>& inputs
   }
   std::vector<Tensor> result;
   std::unordered_map<int, Tensor> made;
-  for (int o : plan.outputs) {
+  for (size_t k = 0; k < plan.outputs.size(); ++k) {
+    const int o = plan.outputs[k];
     const Node& n = plan.nodes[o];
-    if (n.kind == Node::Kind::kInput) {
+    const auto& sh = plan.out_shardings[k];
+    if (n.kind == Node::Kind::kInput && (sh != nullptr) == inputs[n.input].is_sharded()) {
       result.push_back(inputs[n.input]);
+      continue;
+    }
+    Tensor local;
+    if (n.kind == Node::Kind::kInput) {
+      local = inputs[n.input].local();
     } else {
       auto it = made.find(o);
       if (it == made.end()) it = made.emplace(o, Tensor(slots[o])).first;
-      result.push_back(it->second);
+      local = it->second;
     }
+    result.push_back(sh ? Tensor::make_sharded(local, plan.out_global_shapes[k], *sh) : local);
   }
   return result;
 }

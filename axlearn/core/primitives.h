@@ -217,6 +217,9 @@ class Slice : public Primitive {
                           const Tensor& ct) const override;
   bool equals(const Primitive& o) const override;
   void print(std::ostream& os) const override;
+  const Shape& start() const { return start_; }
+  const Shape& limit() const { return limit_; }
+  const Shape& strides() const { return strides_; }
 
  private:
   Shape start_, limit_, strides_;
@@ -256,6 +259,7 @@ class Concatenate : public Primitive {
   std::vector<Tensor> vjp(const std::vector<Tensor>& in, const Tensor& out,
                           const Tensor& ct) const override;
   bool equals(const Primitive& o) const override;
+  int axis() const { return axis_; }
 
  private:
   int axis_;
@@ -272,6 +276,9 @@ class Pad : public Primitive {
   std::vector<Tensor> vjp(const std::vector<Tensor>& in, const Tensor& out,
                           const Tensor& ct) const override;
   bool equals(const Primitive& o) const override;
+  const Shape& low() const { return low_; }
+  const Shape& high() const { return high_; }
+  const Shape& interior() const { return interior_; }
 
  private:
   Shape low_, high_, interior_;
@@ -307,6 +314,7 @@ class ScatterAdd : public Primitive {
                           const Tensor& ct) const override;
   bool equals(const Primitive& o) const override;
 
+  int axis() const { return axis_; }
  private:
   int axis_;
 };
@@ -341,6 +349,7 @@ class ArgReduce : public Primitive {
   OutputSpec infer(const std::vector<Tensor>& in) const override;
   void eval_cpu(const std::vector<Array>& in, Array& out) const override;
   bool equals(const Primitive& o) const override;
+  int axis() const { return axis_; }
 
  private:
   bool is_max_;
@@ -356,6 +365,7 @@ class Cumsum : public Primitive {
   std::vector<Tensor> vjp(const std::vector<Tensor>& in, const Tensor& out,
                           const Tensor& ct) const override;
   bool equals(const Primitive& o) const override;
+  int axis() const { return axis_; }
 
  private:
   int axis_;
@@ -373,6 +383,7 @@ class Sort : public Primitive {
   std::vector<Tensor> vjp(const std::vector<Tensor>& in, const Tensor& out,
                           const Tensor& ct) const override;
   bool equals(const Primitive& o) const override;
+  int axis() const { return axis_; }
 
  private:
   int axis_;
@@ -433,6 +444,7 @@ class Softmax : public Primitive {
   std::vector<Tensor> vjp(const std::vector<Tensor>& in, const Tensor& out,
                           const Tensor& ct) const override;
   bool equals(const Primitive& o) const override;
+  int axis() const { return axis_; }
 
  private:
   int axis_;

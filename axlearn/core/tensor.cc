@@ -61,7 +61,26 @@ Tensor::Tensor(Array data) : node_(std::make_shared<TensorNode>()) {
   node_->id = next_id();
 }
 
+namespace {
+void inherit_traces(TensorNode& n, const std::vector<Tensor>& inputs) {
+  for (const Tensor& in : inputs) {
+    for (uint64_t tr : in.node().traces) {
+      if (detail::trace_active(tr) &&
+          std::find(n.traces.begin(), n.traces.end(), tr) == n.traces.end()) {
+        n.traces.push_back(tr);
+      }
+    }
+  }
+}
+}  // namespace
+
 Tensor Tensor::make(std::shared_ptr<const Primitive> primitive, std::vector<Tensor> inputs) {
+  const auto& hooks = detail::sharding_hooks();
+  if (hooks.apply) {
+    for (const Tensor& in : inputs) {
+      if (in.defined() && in.is_sharded()) return hooks.apply(std::move(primitive), std::move(inputs));
+    }
+  }
   OutputSpec spec = primitive->infer(inputs);
   for (int64_t d : spec.shape) {
     if (d < 0) fail(primitive->name(), ": negative dimension in shape ", shape_str(spec.shape));
@@ -72,14 +91,7 @@ Tensor Tensor::make(std::shared_ptr<const Primitive> primitive, std::vector<Tens
   n.shape = std::move(spec.shape);
   n.dtype = spec.dtype;
   n.device = inputs.empty() ? Device::cpu() : inputs[0].device();
-  for (const Tensor& in : inputs) {
-    for (uint64_t tr : in.node().traces) {
-      if (detail::trace_active(tr) &&
-          std::find(n.traces.begin(), n.traces.end(), tr) == n.traces.end()) {
-        n.traces.push_back(tr);
-      }
-    }
-  }
+  inherit_traces(n, inputs);
   n.primitive = std::move(primitive);
   n.inputs = std::move(inputs);
   n.id = next_id();
@@ -97,13 +109,48 @@ Tensor Tensor::placeholder(const Shape& shape, Dtype dtype, Device device) {
   return t;
 }
 
+Tensor Tensor::make_sharded(Tensor local, Shape global, Sharding sharding,
+                            std::shared_ptr<const Primitive> primitive, std::vector<Tensor> inputs) {
+  AXLEARN_CHECK(local.defined() && !local.is_sharded(), "make_sharded: bad local tensor");
+  AXLEARN_CHECK(sharding.dims.size() == global.size(), "make_sharded: rank mismatch");
+  Tensor t;
+  t.node_ = std::make_shared<TensorNode>();
+  TensorNode& n = *t.node_;
+  n.shape = std::move(global);
+  n.dtype = local.dtype();
+  n.device = local.device();
+  inherit_traces(n, inputs);
+  // A sharded placeholder traces like its local block.
+  if (local.is_placeholder()) inherit_traces(n, {local});
+  n.primitive = std::move(primitive);
+  n.inputs = std::move(inputs);
+  n.sharding = std::make_shared<const Sharding>(std::move(sharding));
+  n.local = local.node_ptr();
+  n.id = next_id();
+  return t;
+}
+
+Tensor Tensor::local() const {
+  const TensorNode& n = node();
+  return n.local ? from_node(n.local) : *this;
+}
+
 int64_t Tensor::shape(int axis) const {
   return node().shape[normalize_axis(axis, ndim(), "Tensor::shape")];
 }
 
 const Array& Tensor::array() const {
-  if (!node().data.defined()) eval();
-  return node().data;
+  TensorNode& n = node();
+  if (n.data.defined()) return n.data;
+  if (!n.sharding) {
+    eval();
+    return n.data;
+  }
+  if (n.sharding->is_replicated()) return from_node(n.local).array();
+  const auto& hooks = detail::sharding_hooks();
+  AXLEARN_CHECK(hooks.gather, "sharded tensor without a partitioner");
+  n.data = hooks.gather(*this);
+  return n.data;
 }
 
 void Tensor::eval() const { axlearn::eval(std::vector<Tensor>{*this}); }

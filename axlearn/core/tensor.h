@@ -13,6 +13,7 @@
 #include "axlearn/core/dtype.h"
 #include "axlearn/core/error.h"
 #include "axlearn/core/shape.h"
+#include "axlearn/core/sharding.h"
 
 namespace axlearn {
 
@@ -30,6 +31,11 @@ struct TensorNode {
   // active the node is a tracer: it keeps its inputs after eval so the transform can walk them.
   std::vector<uint64_t> traces;
   uint64_t id = 0;
+  // Sharded tensors (see sharding.h): `shape` is the global shape, the op above is the global
+  // op, and `local` is this device's block, a node of the per-device graph that eval runs.
+  // `data`, when defined, caches the gathered full value.
+  std::shared_ptr<const Sharding> sharding;
+  std::shared_ptr<TensorNode> local;
 };
 
 namespace detail {
@@ -48,6 +54,11 @@ class Tensor {
   static Tensor make(std::shared_ptr<const Primitive> primitive, std::vector<Tensor> inputs);
   // An abstract tensor with shape and dtype but no data (the inputs of a traced function).
   static Tensor placeholder(const Shape& shape, Dtype dtype, Device device = Device::cpu());
+  // A sharded tensor of `global` shape whose block on this device is `local`; `primitive` and
+  // `inputs` are the global op that produced it (none for device_put and placeholders).
+  static Tensor make_sharded(Tensor local, Shape global, Sharding sharding,
+                             std::shared_ptr<const Primitive> primitive = nullptr,
+                             std::vector<Tensor> inputs = {});
 
   bool defined() const { return node_ != nullptr; }
   const Shape& shape() const { return node().shape; }
@@ -58,15 +69,24 @@ class Tensor {
   Device device() const { return node().device; }
   size_t nbytes() const { return size_t(size()) * size_of(dtype()); }
 
-  bool is_evaluated() const { return node().data.defined(); }
-  bool is_placeholder() const { return !node().primitive && !node().data.defined(); }
+  bool is_evaluated() const {
+    const TensorNode& n = node();
+    return n.data.defined() || (n.local && n.local->data.defined());
+  }
+  bool is_placeholder() const { return !node().primitive && !is_evaluated(); }
+  // Sharded over a device mesh (the sharding is null for ordinary tensors).
+  bool is_sharded() const { return node().sharding != nullptr; }
+  const Sharding* sharding() const { return node().sharding.get(); }
+  // This device's block of a sharded tensor; the tensor itself otherwise.
+  Tensor local() const;
   bool is_tracer() const;
   const Primitive* primitive() const { return node().primitive.get(); }
   const std::shared_ptr<const Primitive>& primitive_ptr() const { return node().primitive; }
   const std::vector<Tensor>& inputs() const { return node().inputs; }
   uint64_t id() const { return node().id; }
 
-  // Evaluates (if needed) and returns the data.
+  // Evaluates (if needed) and returns the data; for a sharded tensor, the full value (gathered
+  // from every device, which must all ask for it).
   const Array& array() const;
   void eval() const;
 
@@ -83,6 +103,11 @@ class Tensor {
   }
   const std::shared_ptr<TensorNode>& node_ptr() const { return node_; }
   bool same(const Tensor& other) const { return node_ == other.node_; }
+  static Tensor from_node(std::shared_ptr<TensorNode> node) {
+    Tensor t;
+    t.node_ = std::move(node);
+    return t;
+  }
 
  private:
   std::shared_ptr<TensorNode> node_;

@@ -1,10 +1,12 @@
 #include "axlearn/core/transforms.h"
 
+#include <algorithm>
 #include <unordered_map>
 #include <unordered_set>
 
 #include "axlearn/core/ops.h"
 #include "axlearn/core/primitive.h"
+#include "axlearn/core/primitives.h"
 
 namespace axlearn {
 
@@ -35,6 +37,21 @@ std::vector<Tensor> topological_order(const std::vector<Tensor>& outputs) {
 }
 
 void eval(const std::vector<Tensor>& tensors) {
+  // Sharded tensors evaluate as their per-device blocks; their global graph is dropped after.
+  bool any_sharded = false;
+  for (const Tensor& t : tensors) any_sharded = any_sharded || (t.defined() && t.is_sharded());
+  if (any_sharded) {
+    std::vector<Tensor> locals;
+    for (const Tensor& t : tensors) locals.push_back(t.defined() ? t.local() : t);
+    eval(locals);
+    for (const Tensor& t : tensors) {
+      if (t.defined() && t.is_sharded() && !t.is_tracer()) {
+        t.node().inputs.clear();
+        t.node().primitive.reset();
+      }
+    }
+    return;
+  }
   std::vector<Tensor> order = topological_order(tensors);
   if (order.empty()) return;
   // Count uses inside this graph so intermediates can be released as soon as their last user ran.
@@ -126,6 +143,75 @@ Tensor add_cotangent(const Tensor& acc, const Tensor& ct) {
   return acc.defined() ? add(acc, ct) : ct;
 }
 
+// The cotangent of one node while the backward pass collects it: a sum of dense terms, plus the
+// cotangents of slices of the node kept apart with their windows. A slice's VJP alone is its
+// cotangent zero-padded to the node's shape; for a tensor cut into pieces (a stack of layer
+// weights, a fused QKV projection, the halves of rotate_half) that sum of padded copies costs
+// pieces x size, while the same values are one concatenate of the pieces.
+struct SlicePiece {
+  Tensor ct;
+  const Slice* slice;
+};
+struct Cotangent {
+  Tensor dense;
+  std::vector<SlicePiece> pieces;
+  bool defined() const { return dense.defined() || !pieces.empty(); }
+};
+
+// The axis along which `s` cuts a tensor of shape `shape` with unit stride, everything else
+// kept whole; -1 for the whole tensor, -2 for any other window.
+int cut_axis(const Slice& s, const Shape& shape) {
+  int axis = -1;
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (s.start()[i] == 0 && s.limit()[i] == shape[i]) continue;
+    if (axis != -1 || s.strides()[i] != 1) return -2;
+    axis = int(i);
+  }
+  return axis;
+}
+
+// Pieces that cut `like` along one axis into disjoint windows, joined by one concatenate (zeros
+// where no piece lies); an undefined Tensor when they do not.
+Tensor join_pieces(std::vector<SlicePiece> pieces, const Tensor& like) {
+  const Shape& shape = like.shape();
+  const int axis = cut_axis(*pieces[0].slice, shape);
+  if (axis < 0) return Tensor();
+  for (const SlicePiece& p : pieces) {
+    if (cut_axis(*p.slice, shape) != axis) return Tensor();
+  }
+  std::stable_sort(pieces.begin(), pieces.end(), [axis](const SlicePiece& a, const SlicePiece& b) {
+    return a.slice->start()[axis] < b.slice->start()[axis];
+  });
+  std::vector<Tensor> parts;
+  auto gap = [&](int64_t n) {
+    Shape g = shape;
+    g[axis] = n;
+    parts.push_back(zeros(g, like.dtype()));
+  };
+  int64_t at = 0;
+  for (const SlicePiece& p : pieces) {
+    const int64_t start = p.slice->start()[axis];
+    if (start < at) return Tensor();  // overlapping windows add up: not a concatenate
+    if (start > at) gap(start - at);
+    parts.push_back(p.ct);
+    at = p.slice->limit()[axis];
+  }
+  if (at < shape[axis]) gap(shape[axis] - at);
+  return parts.size() == 1 ? parts[0] : concatenate(parts, axis);
+}
+
+// The collected cotangent of `like` as one tensor.
+Tensor total(const Cotangent& c, const Tensor& like) {
+  if (c.pieces.empty()) return c.dense;
+  Tensor joined = c.pieces.size() > 1 ? join_pieces(c.pieces, like) : Tensor();
+  if (!joined.defined()) {
+    for (const SlicePiece& p : c.pieces) {
+      joined = add_cotangent(joined, p.slice->vjp({like}, Tensor(), p.ct)[0]);
+    }
+  }
+  return add_cotangent(c.dense, joined);
+}
+
 using CotangentFn = std::function<std::vector<Tensor>(const std::vector<Tensor>& outputs)>;
 
 VjpResult vjp_impl(const VectorFn& fn, const std::vector<Tensor>& primals,
@@ -183,39 +269,48 @@ VjpResult vjp_impl(const VectorFn& fn, const std::vector<Tensor>& primals,
     }
   }
 
-  std::unordered_map<const TensorNode*, Tensor> ct_map;
+  std::unordered_map<const TensorNode*, Cotangent> ct_map;
   for (size_t i = 0; i < result.outputs.size(); ++i) {
     const TensorNode* n = result.outputs[i].node_ptr().get();
     if (!depends[n]) continue;
     Tensor ct = cotangents[i];
     if (ct.dtype() != result.outputs[i].dtype()) ct = astype(ct, result.outputs[i].dtype());
-    ct_map[n] = add_cotangent(ct_map[n], ct);
+    ct_map[n].dense = add_cotangent(ct_map[n].dense, ct);
   }
+  auto depends_on_primal = [&](const Tensor& in) {
+    auto d = depends.find(in.node_ptr().get());
+    return d != depends.end() && d->second;
+  };
   for (auto it = order.rbegin(); it != order.rend(); ++it) {
     const Tensor& t = *it;
     const TensorNode* tn = t.node_ptr().get();
     if (primal_set.count(tn)) continue;
     auto ct_it = ct_map.find(tn);
     if (ct_it == ct_map.end() || !ct_it->second.defined()) continue;
-    Tensor ct = ct_it->second;
+    Tensor ct = total(ct_it->second, t);
     ct_map.erase(ct_it);  // release as we go
+    if (const auto* s = dynamic_cast<const Slice*>(t.primitive())) {
+      const Tensor& in = t.inputs()[0];
+      if (depends_on_primal(in)) ct_map[in.node_ptr().get()].pieces.push_back({ct, s});
+      continue;
+    }
     std::vector<Tensor> in_cts = t.primitive()->vjp(t.inputs(), t, ct);
     AXLEARN_CHECK(in_cts.size() == t.inputs().size(), t.primitive()->name(), " vjp arity");
     for (size_t k = 0; k < in_cts.size(); ++k) {
       const Tensor& in = t.inputs()[k];
-      auto d = depends.find(in.node_ptr().get());
-      if (!in_cts[k].defined() || d == depends.end() || !d->second) continue;
+      if (!in_cts[k].defined() || !depends_on_primal(in)) continue;
       Tensor c = in_cts[k];
       AXLEARN_CHECK(c.shape() == in.shape(), t.primitive()->name(),
                     " vjp shape: ", shape_str(c.shape()), " vs ", shape_str(in.shape()));
       if (c.dtype() != in.dtype()) c = astype(c, in.dtype());
-      ct_map[in.node_ptr().get()] = add_cotangent(ct_map[in.node_ptr().get()], c);
+      Tensor& dense = ct_map[in.node_ptr().get()].dense;
+      dense = add_cotangent(dense, c);
     }
   }
   for (size_t i = 0; i < tracers.size(); ++i) {
     auto it = ct_map.find(tracers[i].node_ptr().get());
     if (it != ct_map.end() && it->second.defined()) {
-      result.cotangents.push_back(it->second);
+      result.cotangents.push_back(total(it->second, tracers[i]));
     } else {
       result.cotangents.push_back(zeros(primals[i].shape(), primals[i].dtype()));
     }

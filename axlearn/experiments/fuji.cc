@@ -60,16 +60,24 @@ struct FujiTraining {
 };
 
 ConfigPtr<Model::Config> fuji_model(const FujiDims& d) {
+  // AXLearn's Fuji partition specs: weights split over the FSDP axes on the model dimension and
+  // over 'model' on heads / hidden units (Megatron-style column and row splits). Set before a
+  // config is placed in its parent, which keeps a copy.
+  const MeshAxis fsdp = std::vector<std::string>{"expert", "fsdp", "seq"};
+  const MeshAxis tp = std::string("model");
+  const MeshAxis none = std::monostate{};
   auto attn = GroupedQueryAttention::default_config();
   attn->num_heads = d.num_heads;
   attn->causal = true;
   auto qkv = FusedGroupedQKVLinear::default_config().set("num_kv_heads", d.num_kv_heads);
   qkv->set("layer", MultiheadInputLinear::default_config().set("bias", false));
+  qkv->layer->param_partition_spec = MeshAxes{fsdp, tp, none};
   auto rope = RoFormerQKVLinear::default_config();
   rope->input_linear = qkv;
   rope->rope_pos_emb_layer->theta = d.rope_theta;
   attn->input_linear = rope;
   attn->output_linear->bias = false;
+  attn->output_linear->param_partition_spec = MeshAxes{fsdp, tp, none};
 
   auto layer = TransformerLayer::default_config();
   layer->self_attention->attention = attn;
@@ -85,6 +93,8 @@ ConfigPtr<Model::Config> fuji_model(const FujiDims& d) {
   layer->feed_forward->norm = RMSNorm::default_config().set("eps", 1e-5);
   layer->feed_forward->linear1->bias = false;
   layer->feed_forward->linear2->bias = false;
+  layer->feed_forward->linear1->param_partition_spec = MeshAxes{fsdp, tp};
+  layer->feed_forward->linear2->param_partition_spec = MeshAxes{tp, fsdp};
 
   auto stack = RepeatedTransformerLayer::default_config();
   stack->num_layers = d.num_layers;
@@ -103,6 +113,9 @@ ConfigPtr<Model::Config> fuji_model(const FujiDims& d) {
                         .set("fan", std::string("fan_out"))
                         .set("distribution", std::string("normal"))}};
   dec->emb->token_emb->param_init = emb_init;
+
+  dec->emb->token_emb->param_partition_spec = MeshAxes{fsdp, tp};
+  if (dec->lm_head.get()) dec->lm_head->param_partition_spec = MeshAxes{tp, fsdp};
 
   auto model = Model::default_config();
   model->decoder = dec;
@@ -137,7 +150,8 @@ ConfigPtr<SpmdTrainer::Config> fuji_trainer(const FujiDims& d, const FujiTrainin
   cfg->mesh_axis_names =
       std::vector<std::string>{"pipeline", "data", "expert", "fsdp", "seq", "model"};
   cfg->mesh_shape = t.mesh_shape;
-  cfg->batch_axis_names = std::vector<std::string>{"data", "expert", "fsdp", "seq"};
+  cfg->batch_axis_names = std::vector<std::string>{"data", "expert", "fsdp"};
+  cfg->seq_axis_names = std::vector<std::string>{"seq"};
 
   // AdamW (decoupled) with global-norm clipping and a cosine schedule with linear warmup.
   auto schedule = optim::CosineWithLinearWarmup::default_config();

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -20,6 +21,9 @@
 #include "axlearn/core/error.h"
 #include "axlearn/core/ops.h"
 #include "axlearn/core/random.h"
+#include "axlearn/dist/collectives.h"
+#include "axlearn/dist/communicator.h"
+#include "axlearn/dist/sharding.h"
 
 namespace axlearn::train {
 namespace fs = std::filesystem;
@@ -164,8 +168,11 @@ SpmdEvaler::SpmdEvaler(const Config& cfg) : Configurable(cfg), name_(cfg.name.ge
     auto scope = InstantiationScope::child("input");
     input_ = cfg.input.get()->instantiate<data::Input>();
   }
-  auto scope = InstantiationScope::child("summary_writer");
-  summary_writer_ = cfg.summary_writer.get()->instantiate<SummaryWriter>();
+  // Devices other than the first compute the same metrics; only the first writes them.
+  if (current_device_rank() == 0) {
+    auto scope = InstantiationScope::child("summary_writer");
+    summary_writer_ = cfg.summary_writer.get()->instantiate<SummaryWriter>();
+  }
 }
 
 EvalMetrics SpmdEvaler::evaluate(int64_t step, const NestedTensor& params, const BatchFn& fn) {
@@ -190,8 +197,10 @@ EvalMetrics SpmdEvaler::evaluate(int64_t step, const NestedTensor& params, const
                 {"accuracy", acc / tokens},
                 {"perplexity", std::exp(ce / tokens)},
                 {"num_tokens", tokens}};
-  for (const auto& [k, v] : m) summary_writer_->add_scalar(k, v, step);
-  summary_writer_->flush();
+  if (summary_writer_) {
+    for (const auto& [k, v] : m) summary_writer_->add_scalar(k, v, step);
+    summary_writer_->flush();
+  }
   return m;
 }
 
@@ -199,22 +208,21 @@ EvalMetrics SpmdEvaler::evaluate(int64_t step, const NestedTensor& params, const
 // SpmdTrainer
 
 SpmdTrainer::SpmdTrainer(const Config& cfg, Module* parent) : Module(cfg, parent) {
-  const std::vector<int64_t>& shape = cfg.mesh_shape.get();
-  const std::vector<std::string>& axes = cfg.mesh_axis_names.get();
-  if (shape.size() != axes.size()) {
-    fail("mesh_shape has ", shape.size(), " axes but mesh_axis_names has ", axes.size());
+  // The mesh over the devices of this run (virtual devices or MPI ranks; one otherwise).
+  const dist::Communicator* comm = dist::current_communicator();
+  const int64_t devices = comm ? comm->size() : 1;
+  Mesh mesh;
+  try {
+    mesh = dist::make_mesh(cfg.mesh_shape.get(), cfg.mesh_axis_names.get(), devices);
+  } catch (const Error& e) {
+    fail(InstantiationScope::current_path(), e.what());
   }
-  int64_t devices = 1;
-  for (size_t i = 0; i < shape.size(); ++i) {
-    if (shape[i] == 0 || shape[i] < -1) {
-      fail("mesh_shape[", i, "] (axis '", axes[i], "') must be positive or -1, got ", shape[i]);
+  for (const std::string& name : cfg.batch_axis_names.get()) {
+    if (mesh.axis_index(name) < 0) {
+      fail("batch_axis_names: '", name, "' is not one of mesh_axis_names");
     }
-    if (shape[i] > 0) devices *= shape[i];
   }
-  if (devices != 1) {
-    fail("mesh_shape needs ", devices, " devices; this build trains on a single device, so every "
-         "mesh axis must be 1 or -1");
-  }
+  if (mesh.size() > 1) mesh_ = mesh;
   if (cfg.max_step.get() < 1) fail("max_step must be at least 1, got ", cfg.max_step.get());
   if (cfg.log_every_n_steps.get() < 1) {
     fail("log_every_n_steps must be at least 1, got ", cfg.log_every_n_steps.get());
@@ -227,6 +235,113 @@ SpmdTrainer::SpmdTrainer(const Config& cfg, Module* parent) : Module(cfg, parent
   }
   learner_ = &add_child<optim::Learner>("learner", *learner_cfg);
   param_specs_ = model_->create_parameter_specs_recursively();
+  if (mesh_) {
+    for (const auto& [path, spec] : param_specs_.flatten_with_paths()) {
+      dist::PartitionSpec ps;
+      if (spec.mesh_axes) {
+        for (const MeshAxis& a : *spec.mesh_axes) {
+          if (const auto* one = std::get_if<std::string>(&a)) {
+            ps.push_back({*one});
+          } else if (const auto* many = std::get_if<std::vector<std::string>>(&a)) {
+            ps.push_back(*many);
+          } else {
+            ps.push_back({});
+          }
+        }
+      }
+      try {
+        param_shardings_.emplace(path, dist::named_sharding(*mesh_, ps, int(spec.shape.size())));
+        param_shardings_.at(path).local_shape(spec.shape);
+      } catch (const Error& e) {
+        fail("model parameter ", path, " of shape ", shape_str(spec.shape), ": ", e.what());
+      }
+    }
+    for (const std::string& name : cfg.batch_axis_names.get()) {
+      const int a = mesh_->axis_index(name);
+      if (mesh_->shape[size_t(a)] > 1) batch_axes_.push_back(a);
+    }
+    for (const std::string& name : cfg.seq_axis_names.get()) {
+      const int a = mesh_->axis_index(name);
+      if (a < 0) fail("seq_axis_names: '", name, "' is not one of mesh_axis_names");
+      if (std::find(batch_axes_.begin(), batch_axes_.end(), a) != batch_axes_.end()) {
+        fail("seq_axis_names: '", name, "' is also a batch axis");
+      }
+      if (mesh_->shape[size_t(a)] > 1) seq_axes_.push_back(a);
+    }
+  }
+}
+
+bool SpmdTrainer::is_leader() const { return current_device_rank() == 0; }
+
+int64_t SpmdTrainer::batch_shards() const {
+  return mesh_ ? dist::group_size(*mesh_, batch_axes_) : 1;
+}
+
+ConfigPtr<data::Input::Config> SpmdTrainer::device_input_config(
+    const data::Input::Config& cfg) const {
+  auto c = cfg.clone();
+  if (mesh_) {
+    // Devices holding the same rows of the batch (they differ only along other axes) read the
+    // same part of the input.
+    c->process_index = dist::block_index(*mesh_, batch_axes_);
+    c->process_count = batch_shards();
+  }
+  return c;
+}
+
+NestedTensor SpmdTrainer::shard_batch(const NestedTensor& batch) const {
+  if (!mesh_) return batch;
+  return batch.map([&](const Tensor& t) {
+    Sharding s = Sharding::replicated(*mesh_, t.ndim());
+    s.dims[0] = batch_axes_;
+    Shape global = t.shape();
+    global[0] *= batch_shards();
+    Tensor g = dist::from_local(t, global, s);
+    if (!seq_axes_.empty() && t.ndim() >= 2) {
+      // Sequence parallelism: each device keeps its slice of the (batch, seq) positions.
+      s.dims[1] = seq_axes_;
+      g = dist::with_sharding_constraint(g, s);
+    }
+    return g;
+  });
+}
+
+NestedTensor SpmdTrainer::shard_state(const NestedTensor& state) const {
+  if (!mesh_) return state;
+  auto params = state.at("model").flatten_with_paths();
+  auto sharding_of = [&](const std::string& path, const Tensor& t) {
+    auto it = param_shardings_.find(path);
+    if (it != param_shardings_.end()) return it->second;
+    // Optimizer state of a parameter ("optimizer/.../mu/<param path>") is split as the parameter.
+    for (const auto& [pp, s] : param_shardings_) {
+      if (path.size() > pp.size() && path.compare(path.size() - pp.size(), pp.size(), pp) == 0 &&
+          path[path.size() - pp.size() - 1] == '/') {
+        for (const auto& [ppath, pt] : params) {
+          if (ppath == pp && pt.shape() == t.shape()) return s;
+        }
+      }
+    }
+    return Sharding::replicated(*mesh_, t.ndim());
+  };
+  NestedTensor out;
+  for (const char* key : {"model", "learner", "prng_key"}) {
+    if (!state.contains(key)) continue;
+    const NestedTensor& sub = state.at(key);
+    if (sub.is_leaf()) {
+      out[key] = dist::device_put(sub.tensor(), sharding_of(key, sub.tensor()));
+      continue;
+    }
+    out[key] = sub.map_with_path([&](const std::string& path, const Tensor& t) {
+      return dist::device_put(t, sharding_of(path, t));
+    });
+  }
+  return out;
+}
+
+NestedTensor SpmdTrainer::gather_state(const NestedTensor& state) const {
+  if (!mesh_) return state;
+  // Every device takes part in each gather, in the same (key) order.
+  return state.map([](const Tensor& t) { return t.is_sharded() ? Tensor(t.array()) : t; });
 }
 
 SpmdTrainer::~SpmdTrainer() = default;
@@ -254,6 +369,7 @@ double SpmdTrainer::flops_per_token() const {
 }
 
 void SpmdTrainer::append_metrics(const std::string& json_line) {
+  if (!is_leader()) return;
   const std::string path = config().dir.get() + "/metrics.jsonl";
   std::ofstream out(path, std::ios::app);
   out << json_line << '\n';
@@ -269,7 +385,9 @@ int64_t SpmdTrainer::init_or_restore(data::InputIterator* iterator) {
     return 0;
   }
   RestoredCheckpoint r = checkpointer_->restore(*latest, state_);
-  state_ = std::move(r.tree);
+  // Checkpoints hold full tensors, so any mesh restores any checkpoint.
+  state_ = shard_state(r.tree);
+  eval(state_.leaves());
   Json extra;
   try {
     extra = Json::parse(r.extra_json);
@@ -297,7 +415,33 @@ int64_t SpmdTrainer::init_or_restore(data::InputIterator* iterator) {
 void SpmdTrainer::save(int64_t step, data::InputIterator* iterator) {
   Json extra{{"step", step}};
   if (iterator && config().save_input_iterator.get()) extra["input_iterator"] = iterator->state();
-  checkpointer_->save(step, state_, extra.dump());
+  if (!mesh_) {
+    checkpointer_->save(step, state_, extra.dump());
+    return;
+  }
+  // Each device helps gather the full state; the first device writes it. The others wait for
+  // the commit, so none can read an older "latest" checkpoint afterwards.
+  NestedTensor full = gather_state(state_);
+  std::string error;
+  if (is_leader()) {
+    try {
+      checkpointer_->save(step, full, extra.dump());
+    } catch (const Error& e) {
+      error = e.what();
+    }
+  }
+  full = NestedTensor();
+  const Tensor failed = dist::all_reduce(scalar(error.empty() ? 0.0 : 1.0), *mesh_,
+                                         all_mesh_axes(), dist::ReduceKind::kMax);
+  if (failed.item<double>() != 0) {
+    fail(error.empty() ? "saving the checkpoint failed on the first device" : error);
+  }
+}
+
+std::vector<int> SpmdTrainer::all_mesh_axes() const {
+  std::vector<int> axes;
+  for (int a = 0; mesh_ && a < mesh_->ndim(); ++a) axes.push_back(a);
+  return axes;
 }
 
 std::map<std::string, EvalMetrics> SpmdTrainer::run_evalers(int64_t step, bool force) {
@@ -307,11 +451,13 @@ std::map<std::string, EvalMetrics> SpmdTrainer::run_evalers(int64_t step, bool f
     const auto t0 = Clock::now();
     EvalMetrics m = ev->evaluate(step, state_.at("model"), eval_step_);
     const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
-    std::printf("eval %-10s step %lld  loss %.4f  accuracy %.4f  perplexity %.2f  (%.0f tokens, "
-                "%.1f s)\n",
-                ev->name().c_str(), static_cast<long long>(step), m["loss"], m["accuracy"],
-                m["perplexity"], m["num_tokens"], secs);
-    std::fflush(stdout);
+    if (is_leader()) {
+      std::printf("eval %-10s step %lld  loss %.4f  accuracy %.4f  perplexity %.2f  (%.0f "
+                  "tokens, %.1f s)\n",
+                  ev->name().c_str(), static_cast<long long>(step), m["loss"], m["accuracy"],
+                  m["perplexity"], m["num_tokens"], secs);
+      std::fflush(stdout);
+    }
     Json metrics = Json::object();
     for (const auto& [k, v] : m) metrics[k] = json_number(v);
     append_metrics(Json{{"step", step}, {"eval", {{ev->name(), metrics}}}}.dump());
@@ -323,18 +469,21 @@ std::map<std::string, EvalMetrics> SpmdTrainer::run_evalers(int64_t step, bool f
 namespace {
 
 // The loss and the model's summaries in one compiled function of {"model", "input"}.
-SpmdEvaler::BatchFn make_eval_step(layers::Model& model) {
+SpmdEvaler::BatchFn make_eval_step(layers::Model& model,
+                                   std::function<NestedTensor(const NestedTensor&)> shard_batch) {
   NestedFn fn = compile(NestedFn([&model](const NestedTensor& in) {
     FunctionalOutput<NestedTensor> out =
         functional(model, in.at("model"), in.at("input"), std::nullopt, /*is_training=*/false);
     const OutputCollection& oc = out.output_collection;
-    return NestedTensor{{"loss", astype(out.outputs.at("loss").tensor(), float32)},
-                        {"cross_entropy", astype(oc.summary("cross_entropy").value(), float32)},
-                        {"accuracy", astype(oc.summary("accuracy").value(), float32)},
-                        {"num_tokens", astype(oc.summary("num_tokens").value(), float32)}};
+    // Every device gets the full scalars.
+    return NestedTensor{
+        {"loss", dist::replicate(astype(out.outputs.at("loss").tensor(), float32))},
+        {"cross_entropy", dist::replicate(astype(oc.summary("cross_entropy").value(), float32))},
+        {"accuracy", dist::replicate(astype(oc.summary("accuracy").value(), float32))},
+        {"num_tokens", dist::replicate(astype(oc.summary("num_tokens").value(), float32))}};
   }));
-  return [fn](const NestedTensor& params, const NestedTensor& batch) {
-    return fn(NestedTensor{{"model", params}, {"input", batch}});
+  return [fn, shard_batch](const NestedTensor& params, const NestedTensor& batch) {
+    return fn(NestedTensor{{"model", params}, {"input", shard_batch(batch)}});
   };
 }
 
@@ -353,12 +502,13 @@ std::map<std::string, EvalMetrics> SpmdTrainer::evaluate() {
     auto c = ecfg->clone();
     c->name = name;
     c->summary_writer->dir = cfg.dir.get() + "/summaries/eval_" + name;
+    c->input = device_input_config(*c->input.get());
     auto scope = InstantiationScope::child("evalers['" + name + "']");
     evalers_.push_back(c->instantiate<SpmdEvaler>());
   }
   if (evalers_.empty()) fail("the config has no evalers");
   const int64_t step = init_or_restore(nullptr);
-  eval_step_ = make_eval_step(*model_);
+  eval_step_ = make_eval_step(*model_, [this](const NestedTensor& b) { return shard_batch(b); });
   return run_evalers(step, /*force=*/true);
 }
 
@@ -366,10 +516,16 @@ NestedFn SpmdTrainer::make_train_step() {
   layers::Model& model = *model_;
   optim::Learner& learner = *learner_;
   const NestedParameterSpec* specs = &param_specs_;
-  return compile(NestedFn([&model, &learner, specs](const NestedTensor& in) {
+  const bool sharded = mesh_.has_value();
+  return compile(NestedFn([&model, &learner, specs, sharded](const NestedTensor& in) {
     auto [next_key, step_key] = split_key(in.at("prng_key").tensor());
-    optim::ForwardFn forward = [&model, key = step_key](const NestedTensor& params,
-                                                        const NestedTensor& batch) {
+    optim::ForwardFn forward = [&model, key = step_key, sharded](const NestedTensor& params_in,
+                                                                 const NestedTensor& batch) {
+      // Each parameter held to its own sharding: the constraint's VJP gives the gradient the
+      // same sharding (reduce-scattered under FSDP) before the optimizer sees it.
+      const NestedTensor params = !sharded ? params_in : params_in.map([](const Tensor& p) {
+        return p.is_sharded() ? dist::with_sharding_constraint(p, *p.sharding()) : p;
+      });
       FunctionalOutput<NestedTensor> out =
           functional(model, params, batch, key, /*is_training=*/true);
       return optim::ForwardOutput{out.outputs.at("loss").tensor(),
@@ -381,10 +537,26 @@ NestedFn SpmdTrainer::make_train_step() {
     NestedTensor summaries;
     summaries["model"] = fb.aux;
     summaries["learner"] = scalar_summaries(fb.summaries);
-    return NestedTensor{{"model", fb.params},
-                        {"learner", fb.learner_state},
+    NestedTensor params = fb.params, learner_state = fb.learner_state;
+    Tensor loss = astype(fb.loss, float32);
+    if (sharded) {
+      // The next state keeps the layout of this one; scalars reach every device whole.
+      auto keep = [](const NestedTensor& next, const NestedTensor& prev) {
+        return NestedTensor::zip_map({&next, &prev}, [](const std::vector<Tensor>& v) {
+          return v[1].is_sharded() ? dist::with_sharding_constraint(v[0], *v[1].sharding())
+                                   : dist::replicate(v[0]);
+        });
+      };
+      params = keep(params, in.at("model"));
+      learner_state = keep(learner_state, in.at("learner"));
+      summaries = summaries.map([](const Tensor& t) { return dist::replicate(t); });
+      loss = dist::replicate(loss);
+      next_key = dist::replicate(next_key);
+    }
+    return NestedTensor{{"model", params},
+                        {"learner", learner_state},
                         {"prng_key", next_key},
-                        {"loss", astype(fb.loss, float32)},
+                        {"loss", loss},
                         {"summaries", summaries}};
   }));
 }
@@ -394,17 +566,21 @@ NestedTensor SpmdTrainer::init_state() const {
   auto [init_key, step_key] = split_key(root);
   NestedTensor params = model_->initialize_parameters_recursively(init_key);
   NestedTensor learner_state = learner_->init(params);
-  return NestedTensor{{"model", params}, {"learner", learner_state}, {"prng_key", step_key}};
+  return shard_state(
+      NestedTensor{{"model", params}, {"learner", learner_state}, {"prng_key", step_key}});
 }
 
 TrainResult SpmdTrainer::run() {
   const Config& cfg = config();
   const std::string& dir = cfg.dir.get();
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) fail("cannot create the trainer dir ", dir, ": ", ec.message());
-  // The config of this run, so `axlearn eval --trainer_dir` can rebuild the trainer.
-  write_trainer_config(cfg, dir);
+  const bool leader = is_leader();
+  if (leader) {
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    if (ec) fail("cannot create the trainer dir ", dir, ": ", ec.message());
+    // The config of this run, so `axlearn eval --trainer_dir` can rebuild the trainer.
+    write_trainer_config(cfg, dir);
+  }
 
   auto ckpt_cfg = cfg.checkpointer.get()->clone();
   ckpt_cfg->dir = dir;
@@ -412,20 +588,23 @@ TrainResult SpmdTrainer::run() {
     auto scope = InstantiationScope::child("checkpointer");
     checkpointer_ = ckpt_cfg->instantiate<Checkpointer>();
   }
-  auto sw_cfg = cfg.summary_writer.get()->clone();
-  sw_cfg->dir = dir + "/summaries/train";
-  summary_writer_ = sw_cfg->instantiate<SummaryWriter>();
+  if (leader) {
+    auto sw_cfg = cfg.summary_writer.get()->clone();
+    sw_cfg->dir = dir + "/summaries/train";
+    summary_writer_ = sw_cfg->instantiate<SummaryWriter>();
+  }
   evalers_.clear();
   for (const auto& [name, ecfg] : cfg.evalers.get()) {
     auto c = ecfg->clone();
     c->name = name;
     c->summary_writer->dir = dir + "/summaries/eval_" + name;
+    c->input = device_input_config(*c->input.get());
     auto scope = InstantiationScope::child("evalers['" + name + "']");
     evalers_.push_back(c->instantiate<SpmdEvaler>());
   }
   {
     auto scope = InstantiationScope::child("input");
-    input_ = cfg.input.get()->instantiate<data::Input>();
+    input_ = device_input_config(*cfg.input.get())->instantiate<data::Input>();
   }
   std::unique_ptr<data::InputIterator> iterator = input_->make_iterator();
 
@@ -434,40 +613,51 @@ TrainResult SpmdTrainer::run() {
   int64_t step = init_or_restore(iterator.get());
   result.step = step;
   const int64_t max_step = cfg.max_step.get();
-  if (step > 0) {
+  if (step > 0 && leader) {
     std::printf("restored step %lld from %s\n", static_cast<long long>(step),
                 checkpoint_step_dir(dir, step).c_str());
   }
-  if (step == 0) {
+  if (step == 0 && leader) {
     // The config as TensorBoard's text plugin shows it, one "path: value" per line.
     summary_writer_->add_text("trainer_config", "```\n" + cfg.debug_string() + "```", 0);
     summary_writer_->flush();
   }
   if (step >= max_step) {
-    std::printf("step %lld reached max_step %lld: nothing to train\n",
+    if (leader)
+      std::printf("step %lld reached max_step %lld: nothing to train\n",
                 static_cast<long long>(step), static_cast<long long>(max_step));
     return result;
   }
 
   train_step_ = make_train_step();
-  eval_step_ = make_eval_step(*model_);
+  eval_step_ = make_eval_step(*model_, [this](const NestedTensor& b) { return shard_batch(b); });
 
   const data::Input::Config& icfg = *cfg.input.get();
   const double tokens_per_step =
       static_cast<double>(icfg.global_batch_size.get()) * static_cast<double>(icfg.max_len.get());
   const double flops_per_step = flops_per_token() * tokens_per_step;
-  const double peak_gflops = measure_matmul_peak_gflops();
-  std::printf("training %s: %lld parameters, steps %lld..%lld, %.0f tokens/step, dir %s\n",
-              cfg.name.get().c_str(), [&] {
-                long long n = 0;
-                for (const auto& t : state_.at("model").leaves()) n += t.size();
-                return n;
-              }(),
-              static_cast<long long>(step + 1), static_cast<long long>(max_step),
-              tokens_per_step, dir.c_str());
-  std::fflush(stdout);
+  // Measured by the first device only: the MFU is printed there.
+  const double peak_gflops = leader ? measure_matmul_peak_gflops() : 1.0;
+  if (leader) {
+    std::printf("training %s: %lld parameters, steps %lld..%lld, %.0f tokens/step, dir %s\n",
+                cfg.name.get().c_str(), [&] {
+                  long long n = 0;
+                  for (const auto& t : state_.at("model").leaves()) n += t.size();
+                  return n;
+                }(),
+                static_cast<long long>(step + 1), static_cast<long long>(max_step),
+                tokens_per_step, dir.c_str());
+    if (mesh_) {
+      const dist::Communicator* comm = dist::current_communicator();
+      std::printf("mesh %s over %lld devices (%s); the batch is split %lld ways\n",
+                  mesh_->str().c_str(), static_cast<long long>(mesh_->size()),
+                  comm ? comm->backend() : "?", static_cast<long long>(batch_shards()));
+    }
+    std::fflush(stdout);
+  }
 
-  SignalScope signals;
+  std::optional<SignalScope> signals;
+  if (leader) signals.emplace();
   Watchdog watchdog(cfg.watchdog_timeout_seconds.get());
   const int64_t log_every = cfg.log_every_n_steps.get();
   int64_t last_saved = step;
@@ -483,7 +673,7 @@ TrainResult SpmdTrainer::run() {
     NestedTensor out = train_step_(NestedTensor{{"model", state_.at("model")},
                                                 {"learner", state_.at("learner")},
                                                 {"prng_key", state_.at("prng_key")},
-                                                {"input", std::move(*batch)}});
+                                                {"input", shard_batch(*batch)}});
     const double loss = scalar_of(out.at("loss").tensor());
     const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
     ++step;
@@ -507,7 +697,7 @@ TrainResult SpmdTrainer::run() {
     ++steps_run;
 
     const NestedTensor& summaries = out.at("summaries");
-    if (summary_writer_->should_write(step)) {
+    if (summary_writer_ && summary_writer_->should_write(step)) {
       std::vector<std::pair<std::string, Summary>> list;
       list.emplace_back("loss", Summary::scalar(out.at("loss").tensor()));
       for (const auto& [path, t] : summaries.flatten_with_paths()) {
@@ -515,7 +705,7 @@ TrainResult SpmdTrainer::run() {
       }
       summary_writer_->write(step, list);
     }
-    if (step % log_every == 0 || step == max_step || steps_run == 1) {
+    if (leader && (step % log_every == 0 || step == max_step || steps_run == 1)) {
       auto find = [&](const std::string& suffix) -> std::optional<double> {
         for (const auto& [path, t] : summaries.at("learner").flatten_with_paths()) {
           if (path == suffix || (path.size() > suffix.size() &&
@@ -560,13 +750,20 @@ TrainResult SpmdTrainer::run() {
       window_steps = 0;
     }
 
-    const int stop_signal = g_stop_signal.load();
+    int stop_signal = g_stop_signal.load();
+    if (mesh_) {
+      // Every device stops at the same step: the first to see a signal decides for all.
+      stop_signal = int(dist::all_reduce(scalar(double(stop_signal)), *mesh_, all_mesh_axes(),
+                                         dist::ReduceKind::kMax)
+                            .item<double>());
+    }
     if (checkpointer_->should_save(step) || step == max_step || stop_signal != 0) {
       save(step, iterator.get());
       last_saved = step;
     }
     if (stop_signal != 0) {
-      std::printf("received %s at step %lld: saved %s; exiting\n",
+      if (leader)
+        std::printf("received %s at step %lld: saved %s; exiting\n",
                   stop_signal == SIGINT ? "SIGINT" : "SIGTERM", static_cast<long long>(step),
                   checkpoint_step_dir(dir, step).c_str());
       std::fflush(stdout);
@@ -578,7 +775,8 @@ TrainResult SpmdTrainer::run() {
     for (auto& [name, m] : evals) result.last_eval[name] = std::move(m);
   }
   (void)last_saved;
-  std::printf("trained to step %lld in %.1f s of step time (%.0f tokens/s)\n",
+  if (leader)
+    std::printf("trained to step %lld in %.1f s of step time (%.0f tokens/s)\n",
               static_cast<long long>(step), total_step_seconds,
               tokens_per_step * static_cast<double>(steps_run) / total_step_seconds);
   return result;

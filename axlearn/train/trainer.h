@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "axlearn/core/compile.h"
+#include "axlearn/core/sharding.h"
 #include "axlearn/data/text_input.h"
 #include "axlearn/layers/decoder.h"
 #include "axlearn/optim/learner.h"
@@ -104,6 +105,10 @@ class SpmdTrainer : public Module {
     Field<std::vector<std::string>> batch_axis_names{
         this, "batch_axis_names", std::vector<std::string>{"data"},
         "Mesh axes the global batch is split over."};
+    Field<std::vector<std::string>> seq_axis_names{
+        this, "seq_axis_names", std::vector<std::string>{},
+        "Mesh axes the sequence dimension of input batches is split over (sequence "
+        "parallelism)."};
     Field<std::optional<double>> watchdog_timeout_seconds{
         this, "watchdog_timeout_seconds", std::nullopt,
         "Report on stderr when a step takes longer than this; None: no watchdog."};
@@ -135,8 +140,25 @@ class SpmdTrainer : public Module {
   const NestedParameterSpec& param_specs() const { return param_specs_; }
   // Matmul FLOPs of one training step per token (6 per weight use plus attention).
   double flops_per_token() const;
+  // The device mesh when the run has more than one device (virtual devices or MPI ranks).
+  const std::optional<Mesh>& mesh() const { return mesh_; }
+  // How each parameter is split over the mesh (from its ParameterSpec.mesh_axes), by path.
+  const std::map<std::string, Sharding>& param_shardings() const { return param_shardings_; }
+  // state placed on the mesh: parameters and their optimizer state split as the parameters'
+  // mesh_axes say, everything else replicated. The identity on one device.
+  NestedTensor shard_state(const NestedTensor& state) const;
 
  private:
+  bool is_leader() const;
+  int64_t batch_shards() const;
+  std::vector<int> all_mesh_axes() const;
+  // The input config for this device: its share of each global batch.
+  ConfigPtr<data::Input::Config> device_input_config(const data::Input::Config& cfg) const;
+  // This device's rows of the batch as the global batch, split over the batch axes.
+  NestedTensor shard_batch(const NestedTensor& batch) const;
+  // Full tensors of a sharded state (every device must call it).
+  NestedTensor gather_state(const NestedTensor& state) const;
+
   // state_ = {"model", "learner", "prng_key"}, initialized or restored; returns the step.
   int64_t init_or_restore(data::InputIterator* iterator);
   void save(int64_t step, data::InputIterator* iterator);
@@ -150,6 +172,10 @@ class SpmdTrainer : public Module {
   std::unique_ptr<Checkpointer> checkpointer_;
   std::unique_ptr<SummaryWriter> summary_writer_;
   std::vector<std::unique_ptr<SpmdEvaler>> evalers_;
+  std::optional<Mesh> mesh_;
+  std::map<std::string, Sharding> param_shardings_;
+  std::vector<int> batch_axes_;  // mesh axes (of size > 1) the batch is split over
+  std::vector<int> seq_axes_;    // and its sequence dimension
   NestedTensor state_;
   NestedFn train_step_;
   SpmdEvaler::BatchFn eval_step_;
