@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
@@ -21,6 +22,9 @@
 #include "axlearn/core/primitives.h"
 #include "axlearn/core/random.h"
 #include "axlearn/core/transforms.h"
+#include "axlearn/dist/collectives.h"
+#include "axlearn/dist/communicator.h"
+#include "axlearn/dist/mpi_communicator.h"
 #include "axlearn/experiments/experiments.h"
 #include "axlearn/module/base_layer.h"
 #include "axlearn/module/module.h"
@@ -266,6 +270,10 @@ int run_bench_train_step(const BenchOptions& o, std::ostream& out) {
   if (o.steps < 1) fail("--steps must be at least 1, got ", o.steps);
   if (o.warmup < 1) fail("--warmup must be at least 1 (the first step compiles), got ", o.warmup);
   if (o.dtype != "f32" && o.dtype != "bf16") fail("--dtype must be f32 or bf16, got ", o.dtype);
+  if (o.devices < 1) fail("--devices must be at least 1, got ", o.devices);
+  if (o.profile && (o.devices > 1 || dist::mpi_launched())) {
+    fail("--profile runs the step op by op on one device; leave out --devices");
+  }
 
   const bool bf16 = o.dtype == "bf16";
 
@@ -277,47 +285,82 @@ int run_bench_train_step(const BenchOptions& o, std::ostream& out) {
   const int64_t batch = cfg->input.get()->global_batch_size.get();
   const int64_t seq = cfg->input.get()->max_len.get();
   const int64_t vocab = cfg->model.get()->decoder.get()->vocab_size.get();
-
-  std::unique_ptr<train::SpmdTrainer> trainer = cfg->instantiate<train::SpmdTrainer>(nullptr);
-  NestedTensor state = trainer->init_state();
-  eval(state);
-  int64_t params = 0;
-  for (const Tensor& t : state.at("model").leaves()) params += t.size();
-  NestedFn step = trainer->make_train_step();
-  // The peak is measured before and after the steps and the higher one kept: on a shared
-  // machine a single measurement can land in a busy moment and inflate the MFU.
+  // The peak is measured before and after the steps, on all of this process's cores, and the
+  // higher one kept: on a shared machine a single measurement can land in a busy moment and
+  // inflate the MFU.
   double peak = train::measure_matmul_peak_gflops();
   double peak_bf16 = bf16 ? measure_bf16_matmul_peak_gflops() : 0;
 
-  std::mt19937 rng(0);
+  // What the first device measures.
   std::vector<double> step_s;
-  double first_step_s = 0;
-  double first_loss = 0;
-  double last_loss = 0;
-  NestedTensor last_batch;
-  for (int i = 0; i < o.warmup + o.steps; ++i) {
-    last_batch = synthetic_batch(rng, batch, seq, vocab);
-    const auto t0 = Clock::now();
-    NestedTensor r = step(NestedTensor{{"model", state.at("model")},
-                                       {"learner", state.at("learner")},
-                                       {"prng_key", state.at("prng_key")},
-                                       {"input", last_batch}});
-    eval(r);
-    const double loss = astype(r.at("loss").tensor(), float64).item<double>();
-    const double s = seconds_since(t0);
-    state = NestedTensor{
-        {"model", r.at("model")}, {"learner", r.at("learner")}, {"prng_key", r.at("prng_key")}};
-    if (i == 0) {
-      first_step_s = s;
-      first_loss = loss;
+  double first_step_s = 0, first_loss = 0, last_loss = 0, flops_per_token = 0;
+  int64_t params = 0, state_bytes = 0, device_state_bytes = 0, devices = 1;
+  std::string mesh_text;
+  std::map<std::string, dist::CommStats> comm;
+  NestedTensor last_batch, last_state;
+  std::mutex mu;
+
+  dist::run_spmd(o.devices, [&](int64_t rank) {
+    std::unique_ptr<train::SpmdTrainer> trainer;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      trainer = cfg->instantiate<train::SpmdTrainer>(nullptr);
     }
-    if (i >= o.warmup) step_s.push_back(s);
-    last_loss = loss;
-  }
+    NestedTensor state = trainer->init_state();
+    eval(state);
+    NestedFn step = trainer->make_train_step();
+    std::mt19937 rng(0);  // the same global batches on every device
+    std::vector<double> times;
+    double first_s = 0, first_l = 0, last_l = 0;
+    NestedTensor global_batch;
+    for (int i = 0; i < o.warmup + o.steps; ++i) {
+      global_batch = synthetic_batch(rng, batch, seq, vocab);
+      const NestedTensor placed = trainer->place_global_batch(global_batch);
+      eval(placed);
+      if (i == o.warmup) dist::reset_comm_stats();
+      const auto t0 = Clock::now();
+      NestedTensor r = step(NestedTensor{{"model", state.at("model")},
+                                         {"learner", state.at("learner")},
+                                         {"prng_key", state.at("prng_key")},
+                                         {"input", placed}});
+      eval(r);
+      const double loss = astype(r.at("loss").tensor(), float64).item<double>();
+      const double sec = seconds_since(t0);
+      state = NestedTensor{
+          {"model", r.at("model")}, {"learner", r.at("learner")}, {"prng_key", r.at("prng_key")}};
+      if (i == 0) {
+        first_s = sec;
+        first_l = loss;
+      }
+      if (i >= o.warmup) times.push_back(sec);
+      last_l = loss;
+    }
+    if (rank != 0) return;
+    step_s = times;
+    first_step_s = first_s;
+    first_loss = first_l;
+    last_loss = last_l;
+    comm = dist::comm_stats();
+    flops_per_token = trainer->flops_per_token();
+    for (const Tensor& t : state.at("model").leaves()) params += t.size();
+    for (const char* key : {"model", "learner"}) {
+      for (const Tensor& t : state.at(key).leaves()) {
+        state_bytes += int64_t(t.nbytes());
+        device_state_bytes += int64_t(t.local().nbytes());
+      }
+    }
+    if (trainer->mesh()) {
+      devices = trainer->mesh()->size();
+      mesh_text = trainer->mesh()->str();
+    }
+    last_batch = global_batch;
+    last_state = state;
+  });
+  if (step_s.empty()) return 0;  // another MPI rank: the first one reports
 
   const double step_med = median(step_s);
   const double tokens = static_cast<double>(batch * seq);
-  const double gflops = trainer->flops_per_token() * tokens / step_med / 1e9;
+  const double gflops = flops_per_token * tokens / step_med / 1e9;
   peak = std::max(peak, train::measure_matmul_peak_gflops());
   if (bf16) peak_bf16 = std::max(peak_bf16, measure_bf16_matmul_peak_gflops());
   nlohmann::json j{{"framework", "axlearn"},
@@ -341,11 +384,28 @@ int run_bench_train_step(const BenchOptions& o, std::ostream& out) {
     j["peak_gflops_bf16"] = peak_bf16;
     j["mfu_bf16"] = gflops / peak_bf16;
   }
+  if (devices > 1) {
+    // Per device: its share of parameters + optimizer state, and what it received through
+    // collectives per step (ring volumes), by collective.
+    j["devices"] = devices;
+    j["mesh"] = mesh_text;
+    j["state_bytes"] = state_bytes;
+    j["device_state_bytes"] = device_state_bytes;
+    nlohmann::json c = nlohmann::json::object();
+    double total = 0;
+    for (const auto& [name, st] : comm) {
+      c[name] = {{"calls_per_step", double(st.calls) / o.steps},
+                 {"bytes_per_step", st.bytes / o.steps}};
+      total += st.bytes / o.steps;
+    }
+    j["comm"] = c;
+    j["comm_bytes_per_step"] = total;
+  }
   j["peak_rss_mb"] = peak_rss_mb();  // before the profile, which keeps a second model around
   out << j.dump() << std::endl;
 
   if (o.profile) {
-    profile_graph(train_step_graph(*cfg, state, last_batch), o.profile_top, step_med * 1e3);
+    profile_graph(train_step_graph(*cfg, last_state, last_batch), o.profile_top, step_med * 1e3);
   }
   return 0;
 }

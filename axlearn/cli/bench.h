@@ -17,6 +17,7 @@ struct BenchOptions {
   std::string dtype = "f32";           // f32 | bf16 (train_dtype bfloat16, f32 master weights)
   bool profile = false;  // also run one step op by op and print where the time goes (stderr)
   int profile_top = 20;  // rows of the per-op-signature table
+  int64_t devices = 1;   // virtual CPU devices; the mesh comes from the config's mesh_shape
 };
 
 // Returns the exit status. The JSON line goes to `out`; the profile (if asked) to stderr.

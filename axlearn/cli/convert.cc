@@ -12,6 +12,7 @@
 #include "axlearn/cli/train.h"
 #include "axlearn/core/error.h"
 #include "axlearn/core/transforms.h"
+#include "axlearn/dist/communicator.h"
 #include "axlearn/infer/hf_llama.h"
 #include "axlearn/train/checkpointer.h"
 #include "axlearn/train/trainer.h"
@@ -43,7 +44,10 @@ int convert_to_hf(const ConvertOptions& o, std::ostream& out) {
   infer::HfExportOptions eo;
   if (!o.dtype.empty()) eo.dtype = dtype_from_name(o.dtype);
   eo.max_shard_size = parse_byte_size(o.max_shard_size);
+  // One device, whatever mesh the run trained on.
+  dist::SingleDeviceScope one_device;
   ConfigPtr<SpmdTrainer::Config> cfg = train::read_trainer_config(o.trainer_dir);
+  train::use_one_device(*cfg);
   if (const auto* input = cfg->input.is_set() ? cfg->input.get().get() : nullptr;
       input && input->max_len.is_set()) {
     eo.max_position_embeddings = input->max_len;
@@ -78,8 +82,10 @@ int convert_to_axlearn(const ConvertOptions& o, std::ostream& out) {
   reject(o.step.has_value(), "--step", "axlearn (the checkpoint is written as step 0)");
   reject(!o.dtype.empty(), "--dtype", "axlearn (weights take the model's parameter dtype)");
 
+  dist::SingleDeviceScope one_device;
   ConfigPtr<SpmdTrainer::Config> cfg =
       build_trainer_config(TrainOptions{o.config, o.trainer_dir, std::nullopt, o.overrides});
+  train::use_one_device(*cfg);
   if (std::optional<int64_t> latest = latest_step(o.trainer_dir)) {
     fail(o.trainer_dir, " already holds checkpoints (newest: step ", *latest,
          "); convert into an empty --trainer_dir");

@@ -13,6 +13,7 @@
 #include "axlearn/core/error.h"
 #include "axlearn/core/random.h"
 #include "axlearn/data/tokenizer.h"
+#include "axlearn/dist/communicator.h"
 #include "axlearn/infer/decoding.h"
 #include "axlearn/train/checkpointer.h"
 #include "axlearn/train/trainer.h"
@@ -149,7 +150,10 @@ const char* reason_name(infer::StopReason r) {
 
 int run_generate(const GenerateOptions& o, std::ostream& out, std::ostream& log) {
   check_generate_options(o);
+  // One device, whatever mesh the run trained on.
+  dist::SingleDeviceScope one_device;
   ConfigPtr<SpmdTrainer::Config> cfg = train::read_trainer_config(o.trainer_dir);
+  train::use_one_device(*cfg);
   std::string ckpt_dir = o.trainer_dir;
   std::optional<int64_t> step = o.step;
   if (!o.checkpoint.empty()) std::tie(ckpt_dir, step) = parse_step_dir(o.checkpoint);

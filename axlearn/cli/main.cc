@@ -90,6 +90,10 @@ CLI::App* add_bench(CLI::App& app, axlearn::cli::BenchOptions& o) {
   cmd->add_flag("--profile", o.profile, "Also run one step op by op; per-op times on stderr");
   cmd->add_option("--profile_top", o.profile_top, "Rows of the per-op-signature table")
       ->capture_default_str();
+  cmd->add_option("--devices", o.devices,
+                  "Run on N virtual CPU devices with the config's mesh_shape (--set "
+                  "mesh_shape=[...]); adds per-device state bytes and collective traffic")
+      ->check(CLI::PositiveNumber);
   return bench;
 }
 

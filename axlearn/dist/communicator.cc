@@ -66,6 +66,15 @@ int64_t index_in(const std::vector<int64_t>& group, int64_t rank) {
 Communicator* current_communicator() { return current_comm; }
 void set_current_communicator(Communicator* comm) { current_comm = comm; }
 
+SingleDeviceScope::SingleDeviceScope() : comm_(current_comm), rank_(current_device_rank()) {
+  current_comm = nullptr;
+  axlearn::detail::set_current_device_rank(0);
+}
+SingleDeviceScope::~SingleDeviceScope() {
+  current_comm = comm_;
+  axlearn::detail::set_current_device_rank(rank_);
+}
+
 // ------------------------------------------------------------------ threads
 
 // A rendezvous of the members of one group for one call: each posts its buffers, waits for all,

@@ -63,6 +63,20 @@ class Communicator {
 Communicator* current_communicator();
 void set_current_communicator(Communicator* comm);
 
+// Runs the code in its scope as a one-device program (no communicator, rank 0), e.g. text
+// generation from a checkpoint after a multi-device run; restores the device on exit.
+class SingleDeviceScope {
+ public:
+  SingleDeviceScope();
+  ~SingleDeviceScope();
+  SingleDeviceScope(const SingleDeviceScope&) = delete;
+  SingleDeviceScope& operator=(const SingleDeviceScope&) = delete;
+
+ private:
+  Communicator* comm_;
+  int64_t rank_;
+};
+
 // N devices as N threads of this process. `run` starts one thread per device, binds it (device
 // rank, communicator) and calls fn(rank) there; it returns when all are done and rethrows the
 // first device's error. A device that throws aborts the world: the others' pending and later

@@ -10,6 +10,7 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <chrono>
 #include <climits>
 #include <cstring>
 #include <map>
@@ -228,9 +229,12 @@ class MpiCommunicator : public Communicator {
   int64_t size() const override { return size_; }
   const char* backend() const override { return "mpi"; }
 
-  // Exchange of blocks (alltoallv), the fold of member k's block in group order on member k,
-  // then all_gather of the folded blocks: every element is combined once, on one member, in
-  // group order, so all members get the same bits, and the same bits as the threads backend.
+  // Every member combines the members' buffers in group order, so all members get the same bits,
+  // and the same bits as the threads backend. Small buffers, and any buffer in a group of two,
+  // move in one all_gather followed by the whole fold on every member: one message round, and
+  // for two members no more bytes than the two-round scheme. Otherwise member k folds block k of
+  // all members' buffers (alltoallv) and the folded blocks are gathered (allgatherv), so each
+  // member moves and folds about 2n/g elements instead of n*g.
   void all_reduce(const void* in, void* out, int64_t n, Dtype dtype, ReduceKind op,
                   const std::vector<int64_t>& group) override {
     const CallInfo info{"all_reduce", &group, n, dtype_name(dtype)};
@@ -238,43 +242,11 @@ class MpiCommunicator : public Communicator {
     check_reducible(dtype, info);
     const MPI_Comm comm = group_comm(info);
     const int64_t g = int64_t(group.size()), es = int64_t(size_of(dtype));
-    const int64_t me = member_index(group);
-    const Blocks blocks{n, g};
-    const Unit unit = unit_for(es);
-    auto p = std::make_unique<Pending>();
-    p->send = buffer(n * es);
-    if (n > 0) std::memcpy(p->send.get(), in, size_t(n * es));
-    p->recv = buffer(g * blocks.size(me) * es);
-    for (int64_t k = 0; k < g; ++k) {
-      p->send_counts.push_back(to_count(blocks.size(k), info));
-      p->send_displs.push_back(to_count(blocks.offset(k), info));
-      p->recv_counts.push_back(to_count(blocks.size(me), info));
-      p->recv_displs.push_back(to_count(k * blocks.size(me), info));
+    if (g <= 2 || g * n * es <= kGatherAllBytes) {
+      all_reduce_by_gather(in, out, n, dtype, op, g, comm, info);
+    } else {
+      all_reduce_by_blocks(in, out, n, dtype, op, group, comm, info);
     }
-    p->reqs.assign(1, MPI_REQUEST_NULL);
-    start(MPI_Ialltoallv(p->send.get(), p->send_counts.data(), p->send_displs.data(), unit.type,
-                         p->recv.get(), p->recv_counts.data(), p->recv_displs.data(), unit.type,
-                         comm, p->reqs.data()),
-          info, p);
-    wait(p, info);
-
-    auto q = std::make_unique<Pending>();
-    q->send = buffer(blocks.size(me) * es);
-    fold_blocks(q->send.get(), p->recv.get(), g, blocks.size(me), dtype, op);
-    q->recv = buffer(n * es);
-    for (int64_t k = 0; k < g; ++k) {
-      q->recv_counts.push_back(to_count(blocks.size(k), info));
-      q->recv_displs.push_back(to_count(blocks.offset(k), info));
-    }
-    q->reqs.assign(1, MPI_REQUEST_NULL);
-    start(MPI_Iallgatherv(q->send.get(), to_count(blocks.size(me), info), unit.type, q->recv.get(),
-                          q->recv_counts.data(), q->recv_displs.data(), unit.type, comm,
-                          q->reqs.data()),
-          info, q);
-    wait(q, info);
-    if (n > 0) std::memcpy(out, q->recv.get(), size_t(n * es));
-    recycle(*p);
-    recycle(*q);
   }
 
   void all_gather(const void* in, void* out, int64_t nbytes,
@@ -386,6 +358,70 @@ class MpiCommunicator : public Communicator {
 
  private:
   static constexpr int kSendRecvTag = 1;
+  // Up to this many bytes from all members together, all_reduce gathers whole buffers.
+  static constexpr int64_t kGatherAllBytes = int64_t(64) << 10;
+
+  void all_reduce_by_gather(const void* in, void* out, int64_t n, Dtype dtype, ReduceKind op,
+                            int64_t g, MPI_Comm comm, const CallInfo& info) {
+    const int64_t es = int64_t(size_of(dtype));
+    const Unit unit = unit_for(es);
+    to_count(g * n * es / unit.size, info);  // the receive displacements must fit an int too
+    const int count = to_count(n * es / unit.size, info);
+    auto p = std::make_unique<Pending>();
+    p->send = buffer(n * es);
+    if (n > 0) std::memcpy(p->send.get(), in, size_t(n * es));
+    p->recv = buffer(g * n * es);
+    p->reqs.assign(1, MPI_REQUEST_NULL);
+    start(MPI_Iallgather(p->send.get(), count, unit.type, p->recv.get(), count, unit.type, comm,
+                         p->reqs.data()),
+          info, p);
+    wait(p, info);
+    fold_blocks(static_cast<char*>(out), p->recv.get(), g, n, dtype, op);
+    recycle(*p);
+  }
+
+  void all_reduce_by_blocks(const void* in, void* out, int64_t n, Dtype dtype, ReduceKind op,
+                            const std::vector<int64_t>& group, MPI_Comm comm,
+                            const CallInfo& info) {
+    const int64_t g = int64_t(group.size()), es = int64_t(size_of(dtype));
+    const int64_t me = member_index(group);
+    const Blocks blocks{n, g};
+    const Unit unit = unit_for(es);
+    auto p = std::make_unique<Pending>();
+    p->send = buffer(n * es);
+    if (n > 0) std::memcpy(p->send.get(), in, size_t(n * es));
+    p->recv = buffer(g * blocks.size(me) * es);
+    for (int64_t k = 0; k < g; ++k) {
+      p->send_counts.push_back(to_count(blocks.size(k), info));
+      p->send_displs.push_back(to_count(blocks.offset(k), info));
+      p->recv_counts.push_back(to_count(blocks.size(me), info));
+      p->recv_displs.push_back(to_count(k * blocks.size(me), info));
+    }
+    p->reqs.assign(1, MPI_REQUEST_NULL);
+    start(MPI_Ialltoallv(p->send.get(), p->send_counts.data(), p->send_displs.data(), unit.type,
+                         p->recv.get(), p->recv_counts.data(), p->recv_displs.data(), unit.type,
+                         comm, p->reqs.data()),
+          info, p);
+    wait(p, info);
+
+    auto q = std::make_unique<Pending>();
+    q->send = buffer(blocks.size(me) * es);
+    fold_blocks(q->send.get(), p->recv.get(), g, blocks.size(me), dtype, op);
+    q->recv = buffer(n * es);
+    for (int64_t k = 0; k < g; ++k) {
+      q->recv_counts.push_back(to_count(blocks.size(k), info));
+      q->recv_displs.push_back(to_count(blocks.offset(k), info));
+    }
+    q->reqs.assign(1, MPI_REQUEST_NULL);
+    start(MPI_Iallgatherv(q->send.get(), to_count(blocks.size(me), info), unit.type, q->recv.get(),
+                          q->recv_counts.data(), q->recv_displs.data(), unit.type, comm,
+                          q->reqs.data()),
+          info, q);
+    wait(q, info);
+    if (n > 0) std::memcpy(out, q->recv.get(), size_t(n * es));
+    recycle(*p);
+    recycle(*q);
+  }
 
   // Serialises callers (MPI is initialised for one thread at a time) and refuses to go on after
   // a failure, when ranks no longer agree on which call comes next.
@@ -438,13 +474,17 @@ class MpiCommunicator : public Communicator {
   }
 
   // Polls until p's requests complete; after timeout() the call fails and p is kept, since MPI
-  // may still use its buffers. Polling sleeps a little once a wait gets long, so ranks sharing
-  // cores do not spin against the one they wait for.
+  // may still use its buffers. For the first kSpin a wait polls without pause: a peer that is
+  // running answers within microseconds. Then it sleeps between polls, longer as the wait grows,
+  // so that a process sharing the core runs meanwhile. (Yielding instead is far worse: with a busy
+  // process on the same core every sched_yield hands it a whole scheduler slice, and each message
+  // round of a collective then costs milliseconds.)
+  static constexpr std::chrono::microseconds kSpin{250};
   void wait(std::unique_ptr<Pending>& p, const CallInfo& info) {
     using clock = std::chrono::steady_clock;
     const auto start = clock::now();
     const auto deadline = start + timeout();
-    for (int64_t polls = 0;; ++polls) {
+    for (;;) {
       int done = 0;
       const int rc = MPI_Testall(int(p->reqs.size()), p->reqs.data(), &done, MPI_STATUSES_IGNORE);
       if (rc != MPI_SUCCESS) {
@@ -464,14 +504,11 @@ class MpiCommunicator : public Communicator {
         fail(broken_);
       }
       const auto waited = now - start;
-      if (polls < 100) continue;
-      if (waited < std::chrono::milliseconds(50)) {
-        std::this_thread::yield();
-      } else {
-        std::this_thread::sleep_for(waited < std::chrono::seconds(1)
-                                        ? std::chrono::microseconds(50)
-                                        : std::chrono::microseconds(1000));
-      }
+      if (waited < kSpin) continue;
+      using std::chrono::microseconds;
+      std::this_thread::sleep_for(waited < std::chrono::milliseconds(50) ? microseconds(10)
+                                  : waited < std::chrono::seconds(1)     ? microseconds(200)
+                                                                         : microseconds(1000));
     }
   }
 

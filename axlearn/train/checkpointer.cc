@@ -14,6 +14,9 @@
 #include <set>
 
 #include "axlearn/core/error.h"
+#include "axlearn/core/ops.h"
+#include "axlearn/dist/collectives.h"
+#include "axlearn/dist/sharding.h"
 #include "axlearn/train/crc32c.h"
 
 namespace axlearn {
@@ -149,45 +152,197 @@ std::string checkpoint_step_dir(const std::string& dir, int64_t step) {
   return (fs::path(checkpoints_root(dir)) / name).string();
 }
 
-void save_checkpoint(const std::string& dir, int64_t step, const NestedTensor& tree,
-                     const std::string& extra_json) {
-  json extra;
+namespace {
+
+json parse_extra(int64_t step, const std::string& extra_json) {
   try {
-    extra = json::parse(extra_json);
+    return json::parse(extra_json);
   } catch (const json::exception& e) {
     fail("checkpoint: extra state for step ", step, " is not valid JSON: ", e.what());
   }
+}
+
+fs::path fresh_step_dir(const std::string& dir, int64_t step) {
   const fs::path step_dir = checkpoint_step_dir(dir, step);
   std::error_code ec;
   if (fs::exists(step_dir, ec)) remove_step_dir(step_dir);
   fs::create_directories(step_dir, ec);
   if (ec) fail("checkpoint: cannot create ", step_dir.string(), ": ", ec.message());
+  return step_dir;
+}
 
-  json tensors = json::array();
-  int index = 0;
-  for (const auto& [path, t] : tree.flatten_with_paths()) {
-    if (!t.defined()) fail("checkpoint: tensor '", path, "' is undefined");
-    if (t.is_placeholder()) fail("checkpoint: tensor '", path, "' is a placeholder with no data");
-    Array a = contiguous(t.array());
-    char fname[32];
-    std::snprintf(fname, sizeof(fname), "t_%06d.bin", index++);
-    const size_t n = a.nbytes();
-    write_file_synced((step_dir / fname).string(), n ? a.raw() : "", n);
-    tensors.push_back({{"path", path},
-                       {"file", fname},
-                       {"shape", shape_json(a.shape)},
-                       {"dtype", dtype_name(a.dtype)},
-                       {"nbytes", n},
-                       {"crc32c", hex32(crc32c(n ? a.raw() : "", n))}});
-  }
-  json idx = {{"format", kFormat}, {"step", step}, {"tensors", tensors}, {"extra", extra}};
+// Writes `a` (dense) as `fname` in the step folder and returns its index record.
+json write_block(const fs::path& step_dir, const std::string& fname, const Array& a) {
+  const size_t n = a.nbytes();
+  write_file_synced((step_dir / fname).string(), n ? a.raw() : "", n);
+  return {{"file", fname},
+          {"shape", shape_json(a.shape)},
+          {"nbytes", n},
+          {"crc32c", hex32(crc32c(n ? a.raw() : "", n))}};
+}
+
+void commit_index(const std::string& dir, const fs::path& step_dir, const json& idx) {
   const std::string text = idx.dump(1);
   const fs::path tmp = step_dir / "index.json.tmp";
   write_file_synced(tmp.string(), text.data(), text.size());
+  std::error_code ec;
   fs::rename(tmp, step_dir / kIndexName, ec);
   if (ec) fail("checkpoint: cannot commit ", (step_dir / kIndexName).string(), ": ", ec.message());
   fsync_dir(step_dir.string());
   fsync_dir(checkpoints_root(dir));
+}
+
+void check_leaf(const std::string& path, const Tensor& t) {
+  if (!t.defined()) fail("checkpoint: tensor '", path, "' is undefined");
+  if (t.is_placeholder()) fail("checkpoint: tensor '", path, "' is a placeholder with no data");
+}
+
+// Where this device's block of a tensor of `shape` sharded as `s` starts.
+Shape block_start(const Sharding& s, const Shape& shape) {
+  const Shape local = s.local_shape(shape);
+  Shape start(shape.size());
+  for (size_t d = 0; d < shape.size(); ++d) {
+    start[d] = s.shard_index(int(d), current_device_rank()) * local[d];
+  }
+  return start;
+}
+
+// Of the devices holding the same block, the one at coordinate 0 of every axis the sharding
+// does not use writes it.
+bool writes_block(const Sharding& s) {
+  const std::vector<int> used = s.used_axes();
+  const std::vector<int64_t> c = s.mesh.coords(current_device_rank());
+  for (int a = 0; a < s.mesh.ndim(); ++a) {
+    if (c[size_t(a)] != 0 && std::find(used.begin(), used.end(), a) == used.end()) return false;
+  }
+  return true;
+}
+
+// Every device learns whether all succeeded; the first error seen here is rethrown, others
+// report that another device failed.
+void agree(const Mesh& mesh, const std::string& error, const char* what) {
+  std::vector<int> axes;
+  for (int a = 0; a < mesh.ndim(); ++a) axes.push_back(a);
+  const double failed = dist::all_reduce(scalar(error.empty() ? 0.0 : 1.0), mesh, axes,
+                                         dist::ReduceKind::kMax)
+                            .item<double>();
+  if (!error.empty()) fail(error);
+  if (failed != 0) fail("checkpoint: ", what, " failed on another device");
+}
+
+// Every device writes the blocks it is first to hold into the step folder and lists them in
+// shards.<rank>.json; the first device then merges the lists into the index and commits it.
+void save_sharded(const std::string& dir, int64_t step, const NestedTensor& tree,
+                  const json& extra, const Mesh& mesh) {
+  const int64_t rank = current_device_rank();
+  const bool leader = rank == 0;
+  const fs::path step_dir = checkpoint_step_dir(dir, step);
+  std::string error;
+  if (leader) {
+    try {
+      fresh_step_dir(dir, step);
+    } catch (const Error& e) {
+      error = e.what();
+    }
+  }
+  agree(mesh, error, "preparing the step folder");
+
+  json tensors = json::array();  // leader: the whole index, in tree order
+  json mine = json::array();     // this device's blocks of sharded tensors
+  int index = 0;
+  try {
+    for (auto [path, t] : tree.flatten_with_paths()) {
+      check_leaf(path, t);
+      char base[32];
+      std::snprintf(base, sizeof(base), "t_%06d", index++);
+      const Sharding* sh = t.is_sharded() ? t.sharding() : nullptr;
+      if (sh && !sh->partial.empty()) {
+        Sharding settled = *sh;
+        settled.partial.clear();
+        t = dist::with_sharding_constraint(t, settled);
+        sh = t.sharding();
+      }
+      if (!sh || sh->is_replicated()) {
+        if (!leader) continue;
+        json rec = write_block(step_dir, std::string(base) + ".bin", contiguous(t.local().array()));
+        rec["path"] = path;
+        rec["dtype"] = dtype_name(t.dtype());
+        tensors.push_back(rec);
+        continue;
+      }
+      if (leader) {
+        tensors.push_back(
+            {{"path", path}, {"shape", shape_json(t.shape())}, {"dtype", dtype_name(t.dtype())}});
+      }
+      if (!writes_block(*sh)) continue;
+      char fname[48];
+      std::snprintf(fname, sizeof(fname), "%s.r%05lld.bin", base, static_cast<long long>(rank));
+      json rec = write_block(step_dir, fname, contiguous(t.local().array()));
+      rec["path"] = path;
+      rec["start"] = shape_json(block_start(*sh, t.shape()));
+      mine.push_back(rec);
+    }
+    char list[32];
+    std::snprintf(list, sizeof(list), "shards.%05lld.json", static_cast<long long>(rank));
+    const std::string text = mine.dump();
+    write_file_synced((step_dir / list).string(), text.data(), text.size());
+  } catch (const Error& e) {
+    error = e.what();
+  }
+  agree(mesh, error, "writing tensor blocks");
+
+  if (leader) {
+    try {
+      std::map<std::string, json> shards;
+      for (int64_t r = 0; r < mesh.size(); ++r) {
+        char list[32];
+        std::snprintf(list, sizeof(list), "shards.%05lld.json", static_cast<long long>(r));
+        const fs::path f = step_dir / list;
+        for (json& rec : json::parse(read_file(f.string()))) {
+          const std::string path = rec["path"].get<std::string>();
+          rec.erase("path");
+          shards[path].push_back(std::move(rec));
+        }
+        fs::remove(f);
+      }
+      for (json& entry : tensors) {
+        auto it = shards.find(entry["path"].get<std::string>());
+        if (it != shards.end()) entry["shards"] = std::move(it->second);
+      }
+      commit_index(dir, step_dir,
+                   {{"format", kFormat}, {"step", step}, {"tensors", tensors}, {"extra", extra}});
+    } catch (const std::exception& e) {
+      error = std::string("checkpoint: committing step ") + std::to_string(step) + ": " + e.what();
+    }
+  }
+  agree(mesh, error, "committing the index");
+}
+
+}  // namespace
+
+void save_checkpoint(const std::string& dir, int64_t step, const NestedTensor& tree,
+                     const std::string& extra_json) {
+  const json extra = parse_extra(step, extra_json);
+  for (const Tensor& t : tree.leaves()) {
+    if (t.defined() && t.is_sharded() && t.sharding()->mesh.size() > 1) {
+      save_sharded(dir, step, tree, extra, t.sharding()->mesh);
+      return;
+    }
+  }
+  const fs::path step_dir = fresh_step_dir(dir, step);
+  json tensors = json::array();
+  int index = 0;
+  for (const auto& [path, t] : tree.flatten_with_paths()) {
+    check_leaf(path, t);
+    char fname[32];
+    std::snprintf(fname, sizeof(fname), "t_%06d.bin", index++);
+    json rec = write_block(step_dir, fname, contiguous(t.array()));
+    rec["path"] = path;
+    rec["dtype"] = dtype_name(t.dtype());
+    tensors.push_back(rec);
+  }
+  commit_index(dir, step_dir,
+               {{"format", kFormat}, {"step", step}, {"tensors", tensors}, {"extra", extra}});
 }
 
 std::vector<int64_t> committed_steps(const std::string& dir) {
@@ -206,37 +361,107 @@ std::optional<int64_t> latest_step(const std::string& dir) {
 
 namespace {
 
+// One file of a tensor: the whole tensor, or (sharded saves) one block starting at `start`.
 struct IndexEntry {
   std::string path, file, crc;
   Shape shape;
   Dtype dtype = float32;
   size_t nbytes = 0;
+  Shape start;                    // blocks only
+  std::vector<IndexEntry> blocks;  // a tensor saved as blocks (then file is empty)
 };
+
+void check_file_name(const IndexEntry& e, const std::string& index_path) {
+  // The file must stay inside the step folder.
+  if (e.file.empty() || e.file.find('/') != std::string::npos || e.file == "." ||
+      e.file == "..") {
+    fail("checkpoint: tensor '", e.path, "' in ", index_path, " names a bad file '", e.file, "'");
+  }
+}
 
 IndexEntry parse_entry(const json& e, const std::string& index_path) {
   IndexEntry out;
   try {
     out.path = e.at("path").get<std::string>();
-    out.file = e.at("file").get<std::string>();
     out.shape = e.at("shape").get<Shape>();
     out.dtype = dtype_from_name(e.at("dtype").get<std::string>());
-    out.nbytes = e.at("nbytes").get<size_t>();
-    out.crc = e.at("crc32c").get<std::string>();
+    if (e.contains("shards")) {
+      for (const json& b : e.at("shards")) {
+        IndexEntry blk;
+        blk.path = out.path;
+        blk.dtype = out.dtype;
+        blk.file = b.at("file").get<std::string>();
+        blk.shape = b.at("shape").get<Shape>();
+        blk.start = b.at("start").get<Shape>();
+        blk.nbytes = b.at("nbytes").get<size_t>();
+        blk.crc = b.at("crc32c").get<std::string>();
+        out.blocks.push_back(std::move(blk));
+      }
+    } else {
+      out.file = e.at("file").get<std::string>();
+      out.nbytes = e.at("nbytes").get<size_t>();
+      out.crc = e.at("crc32c").get<std::string>();
+    }
   } catch (const json::exception& ex) {
     fail("checkpoint: malformed entry in ", index_path, ": ", ex.what());
   } catch (const Error& ex) {
     fail("checkpoint: malformed entry in ", index_path, ": ", ex.what());
   }
-  // The file must stay inside the step folder.
-  if (out.file.empty() || out.file.find('/') != std::string::npos || out.file == "." ||
-      out.file == "..") {
-    fail("checkpoint: tensor '", out.path, "' in ", index_path, " names a bad file '", out.file,
-         "'");
-  }
   for (int64_t d : out.shape) {
     if (d < 0) fail("checkpoint: tensor '", out.path, "' in ", index_path, " has a negative dim");
   }
+  if (out.blocks.empty()) {
+    check_file_name(out, index_path);
+    return out;
+  }
+  for (const IndexEntry& b : out.blocks) {
+    check_file_name(b, index_path);
+    bool inside = b.shape.size() == out.shape.size() && b.start.size() == out.shape.size();
+    for (size_t d = 0; inside && d < out.shape.size(); ++d) {
+      inside = b.start[d] >= 0 && b.shape[d] >= 0 && b.start[d] + b.shape[d] <= out.shape[d];
+    }
+    if (!inside) {
+      fail("checkpoint: tensor '", out.path, "' in ", index_path, ": block ", b.file, " (start ",
+           shape_str(b.start), ", shape ", shape_str(b.shape), ") lies outside ",
+           shape_str(out.shape));
+    }
+  }
   return out;
+}
+
+// Copies the part of `src` (a dense block at src_start of some tensor) that falls inside `dst`
+// (a dense block at dst_start); returns the number of elements copied.
+int64_t copy_overlap(const Array& src, const Shape& src_start, Array& dst, const Shape& dst_start) {
+  const size_t nd = dst.shape.size();
+  Shape lo(nd), hi(nd);
+  int64_t count = 1;
+  for (size_t d = 0; d < nd; ++d) {
+    lo[d] = std::max(src_start[d], dst_start[d]);
+    hi[d] = std::min(src_start[d] + src.shape[d], dst_start[d] + dst.shape[d]);
+    if (hi[d] <= lo[d]) return 0;
+    count *= hi[d] - lo[d];
+  }
+  const size_t es = size_of(dst.dtype);
+  const Strides ss = row_major_strides(src.shape), ds = row_major_strides(dst.shape);
+  const size_t run = nd ? size_t(hi[nd - 1] - lo[nd - 1]) * es : es;
+  Shape at = lo;  // current position (global coordinates); the last axis is one memcpy
+  const char* sp = static_cast<const char*>(src.raw());
+  char* dp = static_cast<char*>(dst.raw());
+  while (true) {
+    int64_t so = 0, doff = 0;
+    for (size_t d = 0; d < nd; ++d) {
+      so += (at[d] - src_start[d]) * ss[d];
+      doff += (at[d] - dst_start[d]) * ds[d];
+    }
+    std::memcpy(dp + size_t(doff) * es, sp + size_t(so) * es, run);
+    int d = int(nd) - 2;
+    for (; d >= 0; --d) {
+      if (++at[size_t(d)] < hi[size_t(d)]) break;
+      at[size_t(d)] = lo[size_t(d)];
+    }
+    if (d < 0) break;
+  }
+  return count;
 }
 
 Tensor read_tensor(const IndexEntry& e, const fs::path& step_dir) {
@@ -282,6 +507,43 @@ Tensor read_tensor(const IndexEntry& e, const fs::path& step_dir) {
     }
   }
   return Tensor(std::move(a));
+}
+
+// The region [start, start + shape) of the tensor `e`, assembled from its file or blocks.
+Array read_region(const IndexEntry& e, const fs::path& step_dir, const Shape& start,
+                  const Shape& shape) {
+  Array out = Array::empty(shape, e.dtype);
+  const std::vector<IndexEntry> whole = {e};
+  const std::vector<IndexEntry>& parts = e.blocks.empty() ? whole : e.blocks;
+  int64_t covered = 0;
+  for (const IndexEntry& b : parts) {
+    const Shape bstart = e.blocks.empty() ? Shape(shape.size(), 0) : b.start;
+    bool overlaps = true;
+    for (size_t d = 0; d < shape.size(); ++d) {
+      overlaps = overlaps && bstart[d] < start[d] + shape[d] && start[d] < bstart[d] + b.shape[d];
+    }
+    if (!overlaps && num_elements(shape) > 0) continue;
+    Array block = read_tensor(b, step_dir).array();
+    covered += copy_overlap(block, bstart, out, start);
+  }
+  if (covered != num_elements(shape)) {
+    fail("checkpoint: tensor '", e.path, "' in ", step_dir.string(), ": its blocks cover ",
+         covered, " of the ", num_elements(shape), " elements this device needs");
+  }
+  return out;
+}
+
+// The restored leaf: the whole tensor, or this device's block when `like` is sharded.
+Tensor read_leaf(const IndexEntry& e, const fs::path& step_dir, const Tensor& like) {
+  if (e.blocks.empty() && !(like.defined() && like.is_sharded())) return read_tensor(e, step_dir);
+  if (!like.defined() || !like.is_sharded()) {
+    return Tensor(read_region(e, step_dir, Shape(e.shape.size(), 0), e.shape));
+  }
+  Sharding s = *like.sharding();
+  s.partial.clear();
+  const Shape local = s.local_shape(e.shape);
+  Tensor block(read_region(e, step_dir, block_start(s, e.shape), local));
+  return dist::from_local(block, e.shape, s);
 }
 
 }  // namespace
@@ -349,7 +611,7 @@ RestoredCheckpoint restore_checkpoint(const std::string& dir, int64_t step,
       fail("checkpoint: tensor '", path, "' (", file, ") has dtype ", dtype_name(e.dtype),
            " but the model expects ", dtype_name(t.dtype()));
     }
-    leaves.push_back(read_tensor(e, step_dir));
+    leaves.push_back(read_leaf(e, step_dir, t));
   }
   RestoredCheckpoint out;
   out.step = step;
@@ -409,7 +671,10 @@ Checkpointer::Checkpointer(const Config& cfg)
 
 void Checkpointer::save(int64_t step, const NestedTensor& tree, const std::string& extra_json) {
   save_checkpoint(dir_, step, tree, extra_json);
-  garbage_collect_checkpoints(dir_, keep_last_n_, keep_every_n_steps_);
+  // With several devices the first one (which committed the step) collects garbage.
+  if (current_device_rank() == 0) {
+    garbage_collect_checkpoints(dir_, keep_last_n_, keep_every_n_steps_);
+  }
 }
 
 std::optional<RestoredCheckpoint> Checkpointer::restore_latest(

@@ -20,6 +20,10 @@ std::string checkpoint_step_dir(const std::string& dir, int64_t step);
 // Writes `tree` and `extra_json` (a JSON document as text, "null" for none) as step `step` under
 // `dir`. Tensor files are written and fsynced first; the index last, via a temp file, fsync,
 // rename and an fsync of the step folder. An existing step of that number is replaced.
+// A tree with tensors sharded over a multi-device mesh is saved by every device of the mesh
+// together (all must call it): each writes the blocks it is first to hold, the first device
+// writes the replicated tensors and commits the index, which lists each sharded tensor's
+// blocks with their offsets; an error on any device fails the call on all of them.
 void save_checkpoint(const std::string& dir, int64_t step, const NestedTensor& tree,
                      const std::string& extra_json = "null");
 
@@ -35,7 +39,8 @@ struct RestoredCheckpoint {
 };
 
 // Reads step `step`, checking it against `like_tree` (leaves may be placeholders: only their
-// shapes and dtypes are used). Throws Error naming the tensor path and file on a missing or
+// shapes and dtypes are used). Where a `like` leaf is sharded, this device reads only its block
+// (from whichever saved blocks overlap it), so a checkpoint restores onto any mesh. Throws Error naming the tensor path and file on a missing or
 // unexpected tensor, a shape or dtype mismatch, a truncated or oversized file, or a checksum
 // failure.
 RestoredCheckpoint restore_checkpoint(const std::string& dir, int64_t step,

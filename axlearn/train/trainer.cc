@@ -289,21 +289,30 @@ ConfigPtr<data::Input::Config> SpmdTrainer::device_input_config(
   return c;
 }
 
+Sharding SpmdTrainer::batch_sharding(int ndim) const {
+  Sharding s = Sharding::replicated(*mesh_, ndim);
+  if (ndim >= 1) s.dims[0] = batch_axes_;
+  if (ndim >= 2) s.dims[1] = seq_axes_;
+  return s;
+}
+
 NestedTensor SpmdTrainer::shard_batch(const NestedTensor& batch) const {
   if (!mesh_) return batch;
   return batch.map([&](const Tensor& t) {
-    Sharding s = Sharding::replicated(*mesh_, t.ndim());
-    s.dims[0] = batch_axes_;
+    Sharding rows = Sharding::replicated(*mesh_, t.ndim());
+    rows.dims[0] = batch_axes_;
     Shape global = t.shape();
     global[0] *= batch_shards();
-    Tensor g = dist::from_local(t, global, s);
-    if (!seq_axes_.empty() && t.ndim() >= 2) {
-      // Sequence parallelism: each device keeps its slice of the (batch, seq) positions.
-      s.dims[1] = seq_axes_;
-      g = dist::with_sharding_constraint(g, s);
-    }
-    return g;
+    Tensor g = dist::from_local(t, global, rows);
+    // Sequence parallelism: each device then keeps its slice of the positions (a local slice).
+    const Sharding full = batch_sharding(t.ndim());
+    return full == rows ? g : dist::with_sharding_constraint(g, full);
   });
+}
+
+NestedTensor SpmdTrainer::place_global_batch(const NestedTensor& batch) const {
+  if (!mesh_) return batch;
+  return batch.map([&](const Tensor& t) { return dist::device_put(t, batch_sharding(t.ndim())); });
 }
 
 NestedTensor SpmdTrainer::shard_state(const NestedTensor& state) const {
@@ -338,11 +347,6 @@ NestedTensor SpmdTrainer::shard_state(const NestedTensor& state) const {
   return out;
 }
 
-NestedTensor SpmdTrainer::gather_state(const NestedTensor& state) const {
-  if (!mesh_) return state;
-  // Every device takes part in each gather, in the same (key) order.
-  return state.map([](const Tensor& t) { return t.is_sharded() ? Tensor(t.array()) : t; });
-}
 
 SpmdTrainer::~SpmdTrainer() = default;
 
@@ -384,9 +388,10 @@ int64_t SpmdTrainer::init_or_restore(data::InputIterator* iterator) {
     eval(state_.leaves());
     return 0;
   }
+  // Each device reads the parts of the saved blocks its own blocks need: any mesh restores a
+  // checkpoint saved on any other.
   RestoredCheckpoint r = checkpointer_->restore(*latest, state_);
-  // Checkpoints hold full tensors, so any mesh restores any checkpoint.
-  state_ = shard_state(r.tree);
+  state_ = std::move(r.tree);
   eval(state_.leaves());
   Json extra;
   try {
@@ -415,27 +420,8 @@ int64_t SpmdTrainer::init_or_restore(data::InputIterator* iterator) {
 void SpmdTrainer::save(int64_t step, data::InputIterator* iterator) {
   Json extra{{"step", step}};
   if (iterator && config().save_input_iterator.get()) extra["input_iterator"] = iterator->state();
-  if (!mesh_) {
-    checkpointer_->save(step, state_, extra.dump());
-    return;
-  }
-  // Each device helps gather the full state; the first device writes it. The others wait for
-  // the commit, so none can read an older "latest" checkpoint afterwards.
-  NestedTensor full = gather_state(state_);
-  std::string error;
-  if (is_leader()) {
-    try {
-      checkpointer_->save(step, full, extra.dump());
-    } catch (const Error& e) {
-      error = e.what();
-    }
-  }
-  full = NestedTensor();
-  const Tensor failed = dist::all_reduce(scalar(error.empty() ? 0.0 : 1.0), *mesh_,
-                                         all_mesh_axes(), dist::ReduceKind::kMax);
-  if (failed.item<double>() != 0) {
-    fail(error.empty() ? "saving the checkpoint failed on the first device" : error);
-  }
+  // Under a mesh every device writes its own blocks (see save_checkpoint).
+  checkpointer_->save(step, state_, extra.dump());
 }
 
 std::vector<int> SpmdTrainer::all_mesh_axes() const {
@@ -809,6 +795,10 @@ void write_trainer_config(const SpmdTrainer::Config& cfg, const std::string& dir
   std::error_code ec;
   fs::rename(path + ".tmp", path, ec);
   if (ec) fail("cannot write ", path, ": ", ec.message());
+}
+
+void use_one_device(SpmdTrainer::Config& cfg) {
+  cfg.mesh_shape = std::vector<int64_t>(cfg.mesh_axis_names.get().size(), 1);
 }
 
 double measure_matmul_peak_gflops() {

@@ -147,6 +147,9 @@ class SpmdTrainer : public Module {
   // state placed on the mesh: parameters and their optimizer state split as the parameters'
   // mesh_axes say, everything else replicated. The identity on one device.
   NestedTensor shard_state(const NestedTensor& state) const;
+  // A whole global batch (the same on every device) placed on the mesh: rows split over the
+  // batch axes, the sequence over the sequence axes. The identity on one device.
+  NestedTensor place_global_batch(const NestedTensor& batch) const;
 
  private:
   bool is_leader() const;
@@ -156,8 +159,8 @@ class SpmdTrainer : public Module {
   ConfigPtr<data::Input::Config> device_input_config(const data::Input::Config& cfg) const;
   // This device's rows of the batch as the global batch, split over the batch axes.
   NestedTensor shard_batch(const NestedTensor& batch) const;
-  // Full tensors of a sharded state (every device must call it).
-  NestedTensor gather_state(const NestedTensor& state) const;
+  // How a batch tensor of rank ndim is split (rows over the batch axes, then the sequence).
+  Sharding batch_sharding(int ndim) const;
 
   // state_ = {"model", "learner", "prng_key"}, initialized or restored; returns the step.
   int64_t init_or_restore(data::InputIterator* iterator);
@@ -186,6 +189,9 @@ class SpmdTrainer : public Module {
 ConfigPtr<SpmdTrainer::Config> read_trainer_config(const std::string& trainer_dir);
 // Writes cfg as <dir>/trainer_config.json atomically (temp file, then rename).
 void write_trainer_config(const SpmdTrainer::Config& cfg, const std::string& dir);
+// For jobs that run on one device whatever mesh a run trained on (generation, conversion; a
+// checkpoint restores onto any mesh): every mesh axis of cfg set to 1.
+void use_one_device(SpmdTrainer::Config& cfg);
 
 // f32 matmul throughput of this machine in GFLOP/s (a short oneDNN measurement), the
 // denominator of the trainer's MFU estimate.

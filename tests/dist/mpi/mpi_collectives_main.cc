@@ -235,6 +235,8 @@ void check_send_recv(Communicator& comm, const Group& group, bool ring) {
 }
 
 void check_group(Communicator& comm, const Group& group) {
+  // all_reduce gathers whole buffers up to 64 KiB from all members together, or in a group of
+  // two; 10007 elements over three or more members take the two-round path (blocks).
   for (int64_t n : {1, 37, 10007}) {
     for (ReduceKind op : {ReduceKind::kSum, ReduceKind::kMax, ReduceKind::kMin}) {
       check_all_reduce<float>(comm, group, n, op, false);
@@ -243,6 +245,7 @@ void check_group(Communicator& comm, const Group& group) {
     }
   }
   check_all_reduce<float>(comm, group, 37, ReduceKind::kSum, true);
+  check_all_reduce<float>(comm, group, 10007, ReduceKind::kSum, true);
   check_reduce_scatter<float>(comm, group, 29);
   check_reduce_scatter<bfloat16_t>(comm, group, 29);
   check_reduce_scatter<int32_t>(comm, group, 1000);
