@@ -163,18 +163,55 @@ OutputSpec Attention::infer(const std::vector<Tensor>& in) const {
   return {in[0].shape(), in[0].dtype()};
 }
 
+namespace {
+
+// AttentionGrad's packed layout, (B, K, G*T*H + 2*S*H): per batch row and kv head, the q
+// gradients of the head's group of G query heads (g, t, h), then its k and v gradients (s, h).
+// Batch rows and kv heads are leading axes, so the packed tensor splits over devices as q, k
+// and v do.
+struct GradLayout {
+  int64_t b, t, n, h, s, k, g;
+  GradLayout(const Shape& q, const Shape& kv)
+      : b(q[0]), t(q[1]), n(q[2]), h(q[3]), s(kv[1]), k(kv[2]), g(q[2] / kv[2]) {}
+  int64_t q_part() const { return g * t * h; }
+  int64_t kv_part() const { return s * h; }
+  int64_t row() const { return q_part() + 2 * kv_part(); }
+};
+
+Tensor pack_grads(const GradLayout& l, const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                  Dtype dtype) {
+  const Tensor q = reshape(transpose(reshape(dq, {l.b, l.t, l.k, l.g, l.h}), {0, 2, 3, 1, 4}),
+                           {l.b, l.k, l.q_part()});
+  auto kv = [&](const Tensor& x) {
+    return reshape(transpose(x, {0, 2, 1, 3}), {l.b, l.k, l.kv_part()});
+  };
+  return concatenate({astype(q, dtype), astype(kv(dk), dtype), astype(kv(dv), dtype)}, 2);
+}
+
+std::vector<Tensor> unpack_grads(const GradLayout& l, const Tensor& packed) {
+  const Tensor q =
+      reshape(transpose(reshape(slice_axis(packed, 2, 0, l.q_part()), {l.b, l.k, l.g, l.t, l.h}),
+                        {0, 3, 1, 2, 4}),
+              {l.b, l.t, l.n, l.h});
+  auto kv = [&](int64_t start) {
+    return transpose(
+        reshape(slice_axis(packed, 2, start, start + l.kv_part()), {l.b, l.k, l.s, l.h}),
+        {0, 2, 1, 3});
+  };
+  return {q, kv(l.q_part()), kv(l.q_part() + l.kv_part())};
+}
+
+}  // namespace
+
 std::vector<Tensor> Attention::vjp(const std::vector<Tensor>& in, const Tensor& out,
                                    const Tensor& ct) const {
   std::vector<Tensor> grad_in = in;
   grad_in.push_back(out);
   grad_in.push_back(ct);
   Tensor packed = Tensor::make(std::make_shared<AttentionGrad>(attrs_), std::move(grad_in));
-  const int64_t nq = in[0].size(), nk = in[1].size();
+  const std::vector<Tensor> g = unpack_grads(GradLayout(in[0].shape(), in[1].shape()), packed);
   std::vector<Tensor> cts(in.size());
-  cts[0] = astype(reshape(slice_axis(packed, 0, 0, nq), in[0].shape()), in[0].dtype());
-  cts[1] = astype(reshape(slice_axis(packed, 0, nq, nq + nk), in[1].shape()), in[1].dtype());
-  cts[2] =
-      astype(reshape(slice_axis(packed, 0, nq + nk, nq + 2 * nk), in[2].shape()), in[2].dtype());
+  for (size_t i = 0; i < 3; ++i) cts[i] = astype(g[i], in[i].dtype());
   return cts;
 }
 
@@ -198,7 +235,8 @@ OutputSpec AttentionGrad::infer(const std::vector<Tensor>& in) const {
            dtype_name(in[i].dtype()));
     }
   }
-  return {{in[0].size() + 2 * in[1].size()}, compute_dtype(in[0].dtype())};
+  const GradLayout l(in[0].shape(), in[1].shape());
+  return {{l.b, l.k, l.row()}, compute_dtype(in[0].dtype())};
 }
 
 // The kernel reads the forward output only to form rowsum(dout * out); mathematically that is a
@@ -216,9 +254,8 @@ std::vector<Tensor> AttentionGrad::vjp(const std::vector<Tensor>& in, const Tens
       return std::vector<Tensor>{reference_from(attrs, full)};
     };
     std::vector<Tensor> g = axlearn::vjp(fwd, {p[0], p[1], p[2]}, {p[3]}).cotangents;
-    const Dtype c = compute_dtype(p[0].dtype());
-    return std::vector<Tensor>{concatenate(
-        {astype(flatten(g[0]), c), astype(flatten(g[1]), c), astype(flatten(g[2]), c)}, 0)};
+    return std::vector<Tensor>{pack_grads(GradLayout(p[0].shape(), p[1].shape()), g[0], g[1], g[2],
+                                          compute_dtype(p[0].dtype()))};
   };
   std::vector<Tensor> cts =
       axlearn::vjp(composed, {in[0], in[1], in[2], in[n + 1]}, {ct}).cotangents;

@@ -74,8 +74,10 @@ class Attention : public Primitive {
 
 // The flash-attention backward in one kernel. Inputs: Attention's, then the forward output and
 // its cotangent dout (both (B, T, N, H)). The row log-sum-exps are recomputed, not saved. A
-// primitive has one output, so dq, dk, dv come packed, flattened, in one 1-D tensor of q's compute
-// dtype with B*T*N*H + 2*B*S*K*H elements. Its own VJP (second order) differentiates the VJP of
+// primitive has one output, so dq, dk, dv come packed in one (B, K, G*T*H + 2*S*H) tensor of q's
+// compute dtype (G = N / K): per batch row and kv head, the gradients of its G query heads, then
+// of its key and value rows — batch and kv heads lead, so the packed tensor is split over
+// devices exactly as q, k and v are. Its own VJP (second order) differentiates the VJP of
 // attention_reference.
 class AttentionGrad : public Primitive {
  public:

@@ -89,12 +89,46 @@ OutputSpec Norm::infer(const std::vector<Tensor>& in) const {
   return {x.shape(), x.dtype()};
 }
 
+namespace {
+
+// NormGrad's three results written with ops, unpacked: dx as (rows, D), then (1, D) dscale and
+// dbias where the norm has them.
+std::vector<Tensor> norm_grad_parts(const NormAttrs& attrs, const std::vector<Tensor>& in) {
+  const Tensor& x = in[0];
+  const Dtype c = compute_dtype(x.dtype());
+  const int64_t rows = rows_of(x.shape()), d = x.shape().back();
+  Tensor xf = reshape(astype(x, c), {rows, d});
+  Tensor dyf = reshape(astype(in.back(), c), {rows, d});
+  Tensor xc = attrs.kind == NormKind::kLayer ? xf - mean(xf, {-1}, true) : xf;
+  Tensor r = rsqrt(mean(xc * xc, {-1}, true) + attrs.eps);
+  Tensor x_hat = xc * r;
+  Tensor g = attrs.has_scale ? dyf * astype(in[1], c) : dyf;
+  Tensor inner = g - x_hat * mean(g * x_hat, {-1}, true);
+  if (attrs.kind == NormKind::kLayer) inner = inner - mean(g, {-1}, true);
+  std::vector<Tensor> parts{r * inner};
+  if (attrs.has_scale) parts.push_back(sum(dyf * x_hat, {0}, true));
+  if (attrs.has_bias) parts.push_back(sum(dyf, {0}, true));
+  return parts;
+}
+
+}  // namespace
+
 std::vector<Tensor> Norm::vjp(const std::vector<Tensor>& in, const Tensor&,
                               const Tensor& ct) const {
   const Tensor& x = in[0];
   std::vector<Tensor> grad_in{x};
   if (attrs_.has_scale) grad_in.push_back(in[1]);
   grad_in.push_back(ct);
+  if (x.is_sharded() || ct.is_sharded()) {
+    // Split over devices the rows' gradients stay split and dscale / dbias become partial sums;
+    // the packed (rows + 2, D) layout of the fused kernel cannot be split that way.
+    std::vector<Tensor> parts = norm_grad_parts(attrs_, grad_in);
+    std::vector<Tensor> cts{astype(reshape(parts[0], x.shape()), x.dtype())};
+    for (size_t k = 1; k < in.size(); ++k) {
+      cts.push_back(astype(reshape(parts[k], {x.shape().back()}), in[k].dtype()));
+    }
+    return cts;
+  }
   Tensor packed = Tensor::make(std::make_shared<NormGrad>(attrs_), std::move(grad_in));
 
   const int64_t rows = rows_of(x.shape()), d = x.shape().back();
@@ -148,20 +182,7 @@ void NormGrad::print(std::ostream& os) const { print_attrs(os, name(), attrs_); 
 // With x_hat = (x - mean) * r, r = rsqrt(var + eps) (mean = 0 for rms), g = dy * scale:
 //   dx = r * (g - mean(g) - x_hat * mean(g * x_hat))   (no mean(g) term for rms)
 Tensor norm_grad_composed(const NormAttrs& attrs, const std::vector<Tensor>& in) {
-  const Tensor& x = in[0];
-  const Dtype c = compute_dtype(x.dtype());
-  const int64_t rows = rows_of(x.shape()), d = x.shape().back();
-  Tensor xf = reshape(astype(x, c), {rows, d});
-  Tensor dyf = reshape(astype(in.back(), c), {rows, d});
-  Tensor xc = attrs.kind == NormKind::kLayer ? xf - mean(xf, {-1}, true) : xf;
-  Tensor r = rsqrt(mean(xc * xc, {-1}, true) + attrs.eps);
-  Tensor x_hat = xc * r;
-  Tensor g = attrs.has_scale ? dyf * astype(in[1], c) : dyf;
-  Tensor inner = g - x_hat * mean(g * x_hat, {-1}, true);
-  if (attrs.kind == NormKind::kLayer) inner = inner - mean(g, {-1}, true);
-  std::vector<Tensor> parts{r * inner};
-  if (attrs.has_scale) parts.push_back(sum(dyf * x_hat, {0}, true));
-  if (attrs.has_bias) parts.push_back(sum(dyf, {0}, true));
+  std::vector<Tensor> parts = norm_grad_parts(attrs, in);
   return parts.size() == 1 ? parts[0] : concatenate(parts, 0);
 }
 

@@ -33,14 +33,6 @@ const char* reduce_kind_name(ReduceKind k) {
 namespace {
 thread_local Communicator* current_comm = nullptr;
 
-std::string group_str(const std::vector<int64_t>& group) {
-  std::ostringstream os;
-  os << "[";
-  for (size_t i = 0; i < group.size(); ++i) os << (i ? "," : "") << group[i];
-  os << "]";
-  return os.str();
-}
-
 // acc = reduce(acc, x) on n elements of dtype; 16-bit floats round once per step, as a device
 // receiving a 16-bit buffer would.
 void reduce_buffers(void* acc, const void* x, int64_t n, Dtype dtype, ReduceKind op) {
@@ -62,6 +54,14 @@ int64_t index_in(const std::vector<int64_t>& group, int64_t rank) {
        ", which is not a member");
 }
 }  // namespace
+
+std::string group_str(const std::vector<int64_t>& group) {
+  std::ostringstream os;
+  os << "[";
+  for (size_t i = 0; i < group.size(); ++i) os << (i ? "," : "") << group[i];
+  os << "]";
+  return os.str();
+}
 
 Communicator* current_communicator() { return current_comm; }
 void set_current_communicator(Communicator* comm) { current_comm = comm; }

@@ -59,6 +59,9 @@ class Communicator {
   std::chrono::milliseconds timeout_{60000};
 };
 
+// "[0,2,4]": a group as error messages show it.
+std::string group_str(const std::vector<int64_t>& group);
+
 // The communicator of the device this thread runs as; null outside any multi-device run.
 Communicator* current_communicator();
 void set_current_communicator(Communicator* comm);

@@ -81,14 +81,6 @@ bool mpi_available() { return true; }
 
 namespace {
 
-std::string group_str(const std::vector<int64_t>& group) {
-  std::ostringstream os;
-  os << "[";
-  for (size_t i = 0; i < group.size(); ++i) os << (i ? "," : "") << group[i];
-  os << "]";
-  return os.str();
-}
-
 std::string mpi_error_string(int rc) {
   char msg[MPI_MAX_ERROR_STRING];
   int len = 0;

@@ -432,6 +432,20 @@ std::optional<FactorRule> rule_for(const Primitive& p, const std::vector<Tensor>
     r.out = {b, -1, h, -1};
     return r;
   }
+  if (dynamic_cast<const AttentionGrad*>(&p)) {
+    // Inputs as Attention's plus (out, dout); the packed result (B, K, G*T*H + 2*S*H) leads
+    // with batch and kv heads, so it splits with them.
+    FactorRule r;
+    const int b = r.factor(in[0].shape(0));
+    const int h = r.factor(in[1].shape(2));
+    const std::vector<int> qkv = {b, -1, h, -1};
+    r.in = {qkv, qkv, qkv};
+    for (size_t i = 3; i + 2 < in.size(); ++i) r.in.push_back({b, -1});
+    r.in.push_back(qkv);
+    r.in.push_back(qkv);
+    r.out = {b, h, -1};
+    return r;
+  }
   return std::nullopt;
 }
 

@@ -182,6 +182,9 @@ std::vector<OpCase> cases() {
        }});
   out.push_back(
       {"rms_norm", {{4, 2, 8}, {8}}, {}, [](const V& a) { return rms_norm(a[0], a[1], 1e-6); }});
+  out.push_back({"layer_norm", {{4, 2, 8}, {8}, {8}}, {}, [](const V& a) {
+                   return layer_norm(a[0], a[1], a[2], 1e-5);
+                 }});
   out.push_back({"cross_entropy", {{4, 2, 8}, {4, 2}}, {float64, int32}, [](const V& a) {
                    return cross_entropy_loss(a[0], a[1]);
                  }});

@@ -399,10 +399,10 @@ void forward(const Problem<C>& p, Array& out) {
 template <typename C>
 void backward(const Problem<C>& p, const Array& out_fwd, const Array& dout, Array& grads) {
   const Array o = contiguous(out_fwd), dO = contiguous(dout);
-  C* dq = grads.data<C>();
-  C* dk = dq + p.q.size();
-  C* dv = dk + p.kk.size();
-  std::fill(dq, dq + p.q.size(), C(0));  // summed into by the key-block tasks
+  // Packed (B, K, G*T*H + 2*S*H): per (batch, kv head) the group's dq, then dk, then dv.
+  C* packed = grads.data<C>();
+  const int64_t q_part = p.g * p.t * p.h, kv_part = p.s * p.h, row = q_part + 2 * kv_part;
+  std::fill(packed, packed + grads.size(), C(0));  // dq is summed into by the key-block tasks
   const int64_t qblocks = (p.t + kBlockQ - 1) / kBlockQ;
   const int64_t kblocks = (p.s + kBlockK - 1) / kBlockK;
   std::vector<C> lse(size_t(p.b * p.n * p.t)), drow(size_t(p.b * p.n * p.t));
@@ -484,17 +484,18 @@ void backward(const Problem<C>& p, const Array& out_fwd, const Array& dout, Arra
             gemm<C>(w.dp.data(), 1, kBlockK, nk, nq, q.ptr, q.ld, p.hp, dkb.data(), p.hp, true);
             gemm<C>(w.dp.data(), kBlockK, 1, nq, nk, kr.ptr, kr.ld, p.hp, dqb.data(), p.hp, false);
             for (int64_t i = 0; i < nq; ++i) {
-              C* dst = dq + ((bi * p.t + t0 + i) * p.n + ni) * p.h;
+              C* dst = packed + (bi * p.k + ki) * row + ((ni - ki * p.g) * p.t + t0 + i) * p.h;
               const C* src = dqb.data() + i * p.hp;
 #pragma omp simd
               for (int64_t e = 0; e < p.h; ++e) dst[e] += src[e];
             }
           }
         }
+        C* dk = packed + (bi * p.k + ki) * row + q_part;
+        C* dv = dk + kv_part;
         for (int64_t sj = s0; sj < s1; ++sj) {
-          const int64_t at = ((bi * p.s + sj) * p.k + ki) * p.h;
-          std::memcpy(dk + at, dkb.data() + (sj - s0) * p.hp, size_t(p.h) * sizeof(C));
-          std::memcpy(dv + at, dvb.data() + (sj - s0) * p.hp, size_t(p.h) * sizeof(C));
+          std::memcpy(dk + sj * p.h, dkb.data() + (sj - s0) * p.hp, size_t(p.h) * sizeof(C));
+          std::memcpy(dv + sj * p.h, dvb.data() + (sj - s0) * p.hp, size_t(p.h) * sizeof(C));
         }
       }
     }
