@@ -55,6 +55,9 @@ CLI::App* add_train(CLI::App& app, axlearn::cli::TrainOptions& o) {
                   "mesh_shape, e.g. --set mesh_shape=[1,2,1,2,1,1]. Under mpirun each process is "
                   "one device: leave this out")
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--mesh_selector", o.mesh_selector,
+                  "Platform name matched against the config's mesh_rules (e.g. cpu, "
+                  "gpu-p5.48xlarge-256); the first matching rule sets the mesh");
   return cmd;
 }
 

@@ -87,6 +87,10 @@ ConfigPtr<train::SpmdTrainer::Config> build_trainer_config(const TrainOptions& o
       }
     }
   }
+  if (!o.mesh_selector.empty() && !train::apply_mesh_rules(*cfg, o.mesh_selector)) {
+    std::fprintf(stderr, "no mesh rule of %s matches --mesh_selector=%s; keeping mesh_shape\n",
+                 o.config.c_str(), o.mesh_selector.c_str());
+  }
   apply_overrides(*cfg, o.overrides);
   return cfg;
 }

@@ -17,12 +17,14 @@ struct TrainOptions {
   std::optional<int64_t> max_step;
   std::vector<std::string> overrides;  // "path=value", applied in order after max_step
   int64_t devices = 1;                 // virtual CPU devices (threads); 1 under mpirun
+  std::string mesh_selector;           // picks one of the config's mesh_rules (empty: none)
 };
 
 // The experiment's config with the trainer dir, max_step and overrides applied. --max_step also
 // moves every other max_step of the config that equalled the experiment's (the learning-rate
 // schedule's, the checkpoint and eval policies'), so a shorter run still decays and evaluates
-// at its end; a warmup at least as long as the new max_step is halved to max_step / 2.
+// at its end; a warmup at least as long as the new max_step is halved to max_step / 2. The
+// mesh rule that --mesh_selector matches applies before the overrides.
 ConfigPtr<train::SpmdTrainer::Config> build_trainer_config(const TrainOptions& options);
 
 // Trains and prints the final evaluation, a short text sample from the trained model and where

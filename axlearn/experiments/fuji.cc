@@ -150,6 +150,11 @@ ConfigPtr<SpmdTrainer::Config> fuji_trainer(const FujiDims& d, const FujiTrainin
   cfg->mesh_axis_names =
       std::vector<std::string>{"pipeline", "data", "expert", "fsdp", "seq", "model"};
   cfg->mesh_shape = t.mesh_shape;
+  // --mesh_selector picks a layout per platform (AXLearn's mesh_rules): FSDP over every CPU
+  // device; on 8-GPU hosts FSDP within a host and data parallelism across hosts.
+  cfg->mesh_rules = OrderedDict<std::vector<std::string>>{
+      {"cpu(-.*)?", {"mesh_shape=[1,1,1,-1,1,1]"}},
+      {"gpu-(p5\\.48xlarge|p4de\\.24xlarge|8xh100)-.*", {"mesh_shape=[1,-1,1,8,1,1]"}}};
   cfg->batch_axis_names = std::vector<std::string>{"data", "expert", "fsdp"};
   cfg->seq_axis_names = std::vector<std::string>{"seq"};
 

@@ -13,6 +13,7 @@
 #include <fstream>
 #include <iostream>
 #include <mutex>
+#include <regex>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
@@ -795,6 +796,29 @@ void write_trainer_config(const SpmdTrainer::Config& cfg, const std::string& dir
   std::error_code ec;
   fs::rename(path + ".tmp", path, ec);
   if (ec) fail("cannot write ", path, ": ", ec.message());
+}
+
+std::optional<std::string> apply_mesh_rules(SpmdTrainer::Config& cfg,
+                                            const std::string& selector) {
+  const OrderedDict<std::vector<std::string>> rules = cfg.mesh_rules.get();
+  for (const auto& [pattern, overrides] : rules) {
+    std::regex re;
+    try {
+      re = std::regex(pattern);
+    } catch (const std::regex_error& e) {
+      fail("mesh_rules['", pattern, "']: not a regular expression: ", e.what());
+    }
+    if (!std::regex_match(selector, re)) continue;
+    for (const std::string& o : overrides) {
+      try {
+        apply_override(cfg, o);
+      } catch (const Error& e) {
+        fail("mesh_rules['", pattern, "']: ", e.what());
+      }
+    }
+    return pattern;
+  }
+  return std::nullopt;
 }
 
 void use_one_device(SpmdTrainer::Config& cfg) {

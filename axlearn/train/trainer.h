@@ -114,6 +114,10 @@ class SpmdTrainer : public Module {
         "Report on stderr when a step takes longer than this; None: no watchdog."};
     Field<int64_t> prng_seed{this, "prng_seed", 0,
                              "Seed of the PRNG key for initialization and dropout."};
+    Field<OrderedDict<std::vector<std::string>>> mesh_rules{
+        this, "mesh_rules", {},
+        "Per platform, a regex over the --mesh_selector and the overrides (PATH=VALUE, e.g. "
+        "mesh_shape=[1,-1,1,8,1,1]) the first matching rule applies."};
   };
   AXLEARN_CONFIGURABLE(SpmdTrainer, "axlearn.common.trainer.SpmdTrainer")
   SpmdTrainer(const Config& cfg, Module* parent);
@@ -189,6 +193,11 @@ class SpmdTrainer : public Module {
 ConfigPtr<SpmdTrainer::Config> read_trainer_config(const std::string& trainer_dir);
 // Writes cfg as <dir>/trainer_config.json atomically (temp file, then rename).
 void write_trainer_config(const SpmdTrainer::Config& cfg, const std::string& dir);
+// Applies the first of cfg.mesh_rules whose regex matches all of `selector` (AXLearn's
+// --mesh_selector) and returns that regex, or nullopt when none matches (cfg is unchanged).
+// Error naming the rule on a bad regex or override.
+std::optional<std::string> apply_mesh_rules(SpmdTrainer::Config& cfg, const std::string& selector);
+
 // For jobs that run on one device whatever mesh a run trained on (generation, conversion; a
 // checkpoint restores onto any mesh): every mesh axis of cfg set to 1.
 void use_one_device(SpmdTrainer::Config& cfg);

@@ -13,10 +13,12 @@
 
 #include "axlearn/core/attention.h"
 #include "axlearn/core/compile.h"
+#include "axlearn/core/conv.h"
 #include "axlearn/core/cross_entropy.h"
 #include "axlearn/core/norm.h"
 #include "axlearn/core/ops.h"
 #include "axlearn/core/random.h"
+#include "axlearn/core/remat.h"
 #include "axlearn/core/transforms.h"
 #include "axlearn/dist/collectives.h"
 #include "axlearn/dist/communicator.h"
@@ -193,6 +195,30 @@ std::vector<OpCase> cases() {
                    o.causal = true;
                    return attention(a[0], a[1], a[2], o);
                  }});
+  out.push_back(
+      {"stop_gradient", {{4, 8}}, {}, [](const V& a) { return stop_gradient(a[0]) * a[0]; }});
+  out.push_back({"bitcast",
+                 {{4, 8}},
+                 {},
+                 [](const V& a) { return bitcast(bitcast(a[0], int64), float64); },
+                 false});
+  out.push_back({"log_softmax", {{4, 8}}, {}, [](const V& a) { return log_softmax(a[0], 0); }});
+  out.push_back({"dynamic_slice_update", {{4, 8}, {2, 3}}, {}, [](const V& a) {
+                   Tensor starts = array(std::vector<int32_t>{1, 2}, {2});
+                   return dynamic_update_slice(a[0], dynamic_slice(a[0], starts, {2, 3}) + a[1],
+                                               array(std::vector<int32_t>{2, 4}, {2}));
+                 }});
+  out.push_back({"conv", {{2, 8, 4}, {3, 4, 4}}, {}, [](const V& a) {
+                   return conv(a[0], a[1], {1}, "SAME");
+                 }});
+  out.push_back({"remat", {{4, 8}, {8, 8}}, {}, [](const V& a) {
+                   VectorFn f = checkpoint([](const std::vector<Tensor>& x) {
+                     return std::vector<Tensor>{tanh(matmul(x[0], x[1]))};
+                   });
+                   return f({a[0], a[1]})[0];
+                 }});
+  out.push_back(
+      {"top_k_replicated", {{4, 8}}, {}, [](const V& a) { return top_k(a[0], 3).values; }, false});
   out.push_back({"cumsum_replicated", {{4, 8}}, {}, [](const V& a) { return cumsum(a[0], 1); }});
   out.push_back({"sort_replicated", {{4, 8}}, {}, [](const V& a) { return sort(a[0], 0); }, false});
   return out;

@@ -210,5 +210,26 @@ TEST_F(ShardedTrainingTest, MeshThatDoesNotFitTheDevicesIsAnError) {
   }
 }
 
+TEST_F(ShardedTrainingTest, MeshRulesPickTheLayoutBySelector) {
+  auto cfg = config(base_ + "/rules", {1, 1, 1, 1, 1, 1});
+  EXPECT_EQ(apply_mesh_rules(*cfg, "cpu"), std::optional<std::string>("cpu(-.*)?"));
+  EXPECT_EQ(cfg->mesh_shape.get(), (std::vector<int64_t>{1, 1, 1, -1, 1, 1}));
+  EXPECT_TRUE(apply_mesh_rules(*cfg, "gpu-p5.48xlarge-256").has_value());
+  EXPECT_EQ(cfg->mesh_shape.get(), (std::vector<int64_t>{1, -1, 1, 8, 1, 1}));
+  // No rule: nothing changes. A selector must match whole.
+  EXPECT_FALSE(apply_mesh_rules(*cfg, "tpu-v5litepod-32").has_value());
+  EXPECT_FALSE(apply_mesh_rules(*cfg, "xcpu").has_value());
+  EXPECT_EQ(cfg->mesh_shape.get(), (std::vector<int64_t>{1, -1, 1, 8, 1, 1}));
+  cfg->mesh_rules = OrderedDict<std::vector<std::string>>{{"gpu-(", {"mesh_shape=[1]"}}};
+  EXPECT_THROW(apply_mesh_rules(*cfg, "gpu"), Error);
+  cfg->mesh_rules = OrderedDict<std::vector<std::string>>{{"cpu", {"mesh_shap=[1]"}}};
+  try {
+    apply_mesh_rules(*cfg, "cpu");
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("mesh_rules['cpu']"), std::string::npos) << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace axlearn::train
