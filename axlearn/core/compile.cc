@@ -275,6 +275,8 @@ class Fuser {
     return !reaches_through_outside(b, a) && !reaches_through_outside(a, b);
   }
   // Does some argument (outside a and target) of a member of `from` depend on group `target`?
+  // A third group runs as one kernel, after all of its members' arguments: reaching any of its
+  // members means depending on every one of their arguments, so the walk takes them all.
   bool reaches_through_outside(int from, int target) {
     int min_index = *std::min_element(members_[target].begin(), members_[target].end());
     ++epoch_;
@@ -287,10 +289,22 @@ class Fuser {
     while (!stack.empty()) {
       int u = stack.back();
       stack.pop_back();
-      if (u < min_index || stamp_[u] == epoch_) continue;
+      if (stamp_[u] == epoch_) continue;
+      const int g = group_[u];
+      if (g == target) return true;
+      if (g >= 0 && g != from && members_[g].size() > 1) {
+        for (int m : members_[g]) {
+          stamp_[m] = epoch_;
+          if (--budget_ < 0) return true;  // give up: not fusing is always correct
+          for (int a : nodes_[m].args) {
+            if (stamp_[a] != epoch_) stack.push_back(a);
+          }
+        }
+        continue;
+      }
+      if (u < min_index) continue;
       stamp_[u] = epoch_;
-      if (group_[u] == target) return true;
-      if (--budget_ < 0) return true;  // give up: not fusing is always correct
+      if (--budget_ < 0) return true;
       for (int a : nodes_[u].args) stack.push_back(a);
     }
     return false;

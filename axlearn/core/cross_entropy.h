@@ -21,7 +21,9 @@ struct CrossEntropyOptions {
 // float dtype and integer labels (...). The result has labels' shape and logits' compute dtype
 // (f32 for 16-bit logits, f64 for f64); row statistics are accumulated in that type.
 // Labels < 0 mark ignored positions: their loss and gradient are exactly 0 (a mask, as for
-// padding). A label >= V is a data error: evaluation throws Error naming the position.
+// padding). A label >= V is a data error: evaluation throws Error naming the position (logits
+// split over the vocabulary across devices are computed with ops instead of the fused kernel,
+// and there such a row just gets the loss logsumexp(logits)).
 Tensor cross_entropy_loss(const Tensor& logits, const Tensor& labels,
                           const CrossEntropyOptions& opts = {});
 

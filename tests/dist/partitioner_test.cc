@@ -190,6 +190,13 @@ std::vector<OpCase> cases() {
   out.push_back({"cross_entropy", {{4, 2, 8}, {4, 2}}, {float64, int32}, [](const V& a) {
                    return cross_entropy_loss(a[0], a[1]);
                  }});
+  out.push_back({"cross_entropy_smoothed_zloss_ignored", {{4, 2, 8}, {4, 2}}, {float64, int32},
+                 [](const V& a) {
+                   CrossEntropyOptions o;
+                   o.label_smoothing = 0.1;
+                   o.z_loss_scale = 1e-3;
+                   return cross_entropy_loss(a[0], subtract(a[1], ones_like(a[1])), o);
+                 }});
   out.push_back({"attention_gqa", {{2, 4, 4, 8}, {2, 4, 2, 8}, {2, 4, 2, 8}}, {}, [](const V& a) {
                    AttentionOptions o;
                    o.causal = true;
@@ -312,6 +319,35 @@ TEST(PartitionerTest, CompiledShardedFunctionMatchesEager) {
       if (!out.is_sharded() || values(out) != eager) ++bad;
     }
     if (f.num_traces() != 1) ++bad;
+  });
+  EXPECT_EQ(bad.load(), 0);
+}
+
+// The vocabulary-parallel cross-entropy's graph (reductions across devices between elementwise
+// ops) through compile's fusion: the same values and gradients as eager.
+TEST(PartitionerTest, CompiledVocabParallelCrossEntropyMatchesEager) {
+  ThreadWorld world(4);
+  std::atomic<int> bad{0};
+  world.run([&](int64_t) {
+    Tensor logits = random::normal(random::key(5), {4, 6, 16}, float32);
+    Tensor labels = astype(floor(random::uniform(random::key(6), {4, 6}, float32, 0, 16)), int32);
+    Tensor ls = device_put(logits, named_sharding(kMesh, {{"data"}, {}, {"model"}}, 3));
+    Tensor lb = device_put(labels, named_sharding(kMesh, {{"data"}}, 2));
+    auto fn = [](const std::vector<Tensor>& a) {
+      auto vg = value_and_grad(
+          [&](const std::vector<Tensor>& x) { return sum(cross_entropy_loss(x[0], a[1])); },
+          {a[0]});
+      return std::vector<Tensor>{vg.value, vg.grads[0]};
+    };
+    std::vector<Tensor> eager = fn({ls, lb});
+    std::vector<Tensor> plain = fn({logits, labels});
+    CompiledFunction f(fn);
+    std::vector<Tensor> compiled = f({ls, lb});
+    for (size_t i = 0; i < 2; ++i) {
+      std::string why;
+      if (!close(values(compiled[i]), values(eager[i]), 1e-6, &why)) ++bad;
+      if (!close(values(eager[i]), values(plain[i]), 1e-5, &why)) ++bad;
+    }
   });
   EXPECT_EQ(bad.load(), 0);
 }

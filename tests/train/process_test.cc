@@ -93,11 +93,18 @@ TEST_F(ProcessTest, SigkillWhileSavingNeverLeavesABrokenCommittedStep) {
                                       "checkpointer.save_policy.n=1", "--set",
                                       "log_every_n_steps=1000"};
   std::mt19937 rng(1234);
-  std::uniform_int_distribution<int> delay_ms(400, 1600);
+  std::uniform_int_distribution<int> delay_ms(0, 400);
   int64_t previous = 0;
   for (int round = 0; round < 6; ++round) {
     const pid_t pid = spawn_axlearn(args, log);
     ASSERT_GT(pid, 0);
+    // Once this run has committed a step of its own (however long start-up takes on a loaded
+    // machine), kill it at a random moment: it saves every step, so mostly while saving.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (std::chrono::steady_clock::now() < deadline &&
+           latest_step(trainer_dir).value_or(0) <= previous) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms(rng)));
     ::kill(pid, SIGKILL);
     EXPECT_EQ(wait_exit(pid), 128 + SIGKILL) << read_file(log);
