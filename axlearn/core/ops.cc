@@ -655,14 +655,38 @@ Tensor logsumexp(const Tensor& x, std::vector<int> axes, bool keepdims) {
   return keepdims ? r : squeeze(r, a);
 }
 
+namespace {
+
+// argmax / argmin of x split across devices along `a`: the extreme value and then the first
+// index holding it (or holding a NaN, which counts as the extreme) are reductions that combine
+// across devices, where the ArgReduce kernel would need the whole axis on one device.
+Tensor split_arg_reduce(const Tensor& x, int a, bool is_max) {
+  const int64_t n = x.shape(a);
+  Tensor idx = broadcast_in_dim(arange(n, int32), x.shape(), {a});
+  Tensor none = full(x.shape(), double(n), int32);
+  Tensor ext = stop_gradient(is_max ? max(x, {a}, true) : min(x, {a}, true));
+  Tensor first = min(where(equal(x, ext), idx, none), {a}, true);
+  if (is_floating(x.dtype())) {
+    Tensor first_nan = min(where(logical_not(equal(x, x)), idx, none), {a}, true);
+    first = where(less(first_nan, full_like(first_nan, double(n))), first_nan, first);
+  }
+  return squeeze(first, {a});
+}
+
+bool split_along(const Tensor& x, int a) {
+  return x.is_sharded() && !x.sharding()->dims[size_t(a)].empty();
+}
+
+}  // namespace
+
 Tensor argmax(const Tensor& x, int axis, bool keepdims) {
   int a = normalize_axis(axis, x.ndim(), "argmax");
-  Tensor r = apply<ArgReduce>({x}, true, a);
+  Tensor r = split_along(x, a) ? split_arg_reduce(x, a, true) : apply<ArgReduce>({x}, true, a);
   return keep_dims(r, x, {a}, keepdims);
 }
 Tensor argmin(const Tensor& x, int axis, bool keepdims) {
   int a = normalize_axis(axis, x.ndim(), "argmin");
-  Tensor r = apply<ArgReduce>({x}, false, a);
+  Tensor r = split_along(x, a) ? split_arg_reduce(x, a, false) : apply<ArgReduce>({x}, false, a);
   return keep_dims(r, x, {a}, keepdims);
 }
 

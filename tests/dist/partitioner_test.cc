@@ -163,6 +163,18 @@ std::vector<OpCase> cases() {
   out.push_back(
       {"max_min", {{4, 8}}, {}, [](const V& a) { return max(a[0], {1}) - sum(min(a[0], {0})); }});
   out.push_back({"argmax", {{4, 8}}, {}, [](const V& a) { return argmax(a[0], 1); }, false});
+  out.push_back(
+      {"argmin_ties_nan",
+       {{8, 8}},
+       {},
+       [](const V& a) {
+         // Rounded values tie; a NaN in row 2 wins wherever it is.
+         Tensor x = round(a[0]);
+         Tensor nan_at = equal(iota({8, 8}, 0) * 8 + iota({8, 8}, 1), full({8, 8}, 21, int32));
+         x = where(nan_at, full_like(x, std::nan("")), x);
+         return argmin(x, 1) + argmax(x, 0) * 100;
+       },
+       false});
   out.push_back({"matmul", {{4, 6}, {6, 8}}, {}, [](const V& a) { return matmul(a[0], a[1]); }});
   out.push_back({"einsum_batched", {{2, 4, 6}, {2, 6, 4}}, {}, [](const V& a) {
                    return einsum("bij,bjk->bik", a[0], a[1]);
@@ -190,7 +202,9 @@ std::vector<OpCase> cases() {
   out.push_back({"cross_entropy", {{4, 2, 8}, {4, 2}}, {float64, int32}, [](const V& a) {
                    return cross_entropy_loss(a[0], a[1]);
                  }});
-  out.push_back({"cross_entropy_smoothed_zloss_ignored", {{4, 2, 8}, {4, 2}}, {float64, int32},
+  out.push_back({"cross_entropy_smoothed_zloss_ignored",
+                 {{4, 2, 8}, {4, 2}},
+                 {float64, int32},
                  [](const V& a) {
                    CrossEntropyOptions o;
                    o.label_smoothing = 0.1;
