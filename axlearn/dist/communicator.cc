@@ -141,14 +141,25 @@ class ThreadCommunicator : public Communicator {
 
   void all_reduce(const void* in, void* out, int64_t n, Dtype dtype, ReduceKind op,
                   const std::vector<int64_t>& group) override {
-    const size_t nbytes = size_t(n) * size_of(dtype);
-    std::vector<char> acc(nbytes);
-    rendezvous("all_reduce", group, in, out, -1, [&](State::Slot& slot, int64_t) {
-      std::memcpy(acc.data(), slot.in[0], nbytes);
-      for (size_t k = 1; k < group.size(); ++k)
-        reduce_buffers(acc.data(), slot.in[k], n, dtype, op);
+    // Member k combines block k of every member's input (in group order) and writes it into
+    // every member's output: each element is combined once, by one member, and no member reads
+    // a block another one writes (outputs may alias inputs).
+    const size_t es = size_of(dtype);
+    const int64_t g = int64_t(group.size());
+    rendezvous("all_reduce", group, in, out, -1, [&](State::Slot& slot, int64_t me) {
+      const int64_t lo = n * me / g, hi = n * (me + 1) / g;
+      const size_t off = size_t(lo) * es, bytes = size_t(hi - lo) * es;
+      if (bytes == 0) return;
+      std::vector<char> acc(bytes);
+      std::memcpy(acc.data(), static_cast<const char*>(slot.in[0]) + off, bytes);
+      for (int64_t k = 1; k < g; ++k) {
+        reduce_buffers(acc.data(), static_cast<const char*>(slot.in[size_t(k)]) + off, hi - lo,
+                       dtype, op);
+      }
+      for (int64_t k = 0; k < g; ++k) {
+        std::memcpy(static_cast<char*>(slot.out[size_t(k)]) + off, acc.data(), bytes);
+      }
     });
-    std::memcpy(out, acc.data(), nbytes);
   }
 
   void all_gather(const void* in, void* out, int64_t nbytes,

@@ -3,6 +3,7 @@
 #include "axlearn/core/norm.h"
 #include "axlearn/core/ops.h"
 #include "axlearn/core/random.h"
+#include "axlearn/dist/sharding.h"
 
 namespace axlearn::layers {
 
@@ -26,11 +27,13 @@ Tensor Linear::forward(const Tensor& x) const {
 std::vector<std::pair<std::string, ParameterSpec>> Linear::create_layer_parameter_specs() const {
   const Config& cfg = config();
   std::vector<std::pair<std::string, ParameterSpec>> specs;
-  specs.push_back({"weight",
-                   {.shape = {cfg.input_dim, cfg.output_dim}, .mesh_axes = cfg.param_partition_spec}});
+  specs.push_back(
+      {"weight",
+       {.shape = {cfg.input_dim, cfg.output_dim}, .mesh_axes = cfg.param_partition_spec}});
   if (cfg.bias) {
     std::optional<MeshAxes> bias_axes;
-    if (cfg.param_partition_spec.get()) bias_axes = MeshAxes{cfg.param_partition_spec.get()->back()};
+    if (cfg.param_partition_spec.get())
+      bias_axes = MeshAxes{cfg.param_partition_spec.get()->back()};
     specs.push_back({"bias", {.shape = {cfg.output_dim}, .mesh_axes = bias_axes}});
   }
   return specs;
@@ -40,7 +43,17 @@ Embedding::Embedding(const Config& cfg, Module* parent) : BaseLayer(cfg, parent)
 
 Tensor Embedding::forward(const Tensor& ids) const {
   auto scope = enter_context();
-  return take(parameter("weight"), ids, 0);
+  Tensor out = take(parameter("weight"), ids, 0);
+  if (out.is_sharded() && ids.is_sharded()) {
+    // Split as the ids are, the embedding dimension whole (AXLearn's output_partition_spec
+    // (batch, seq, None)): a weight split over its embedding dimension is gathered here once,
+    // not before every norm of the residual stream.
+    Sharding s = *ids.sharding();
+    s.partial.clear();
+    s.dims.push_back({});
+    out = dist::with_sharding_constraint(out, s);
+  }
+  return out;
 }
 
 Tensor Embedding::attend(const Tensor& x) const {
@@ -48,11 +61,10 @@ Tensor Embedding::attend(const Tensor& x) const {
   return einsum("...d,vd->...v", x, parameter("weight"));
 }
 
-std::vector<std::pair<std::string, ParameterSpec>> Embedding::create_layer_parameter_specs()
-    const {
+std::vector<std::pair<std::string, ParameterSpec>> Embedding::create_layer_parameter_specs() const {
   const Config& cfg = config();
-  return {{"weight",
-           {.shape = {cfg.num_embeddings, cfg.dim}, .mesh_axes = cfg.param_partition_spec}}};
+  return {
+      {"weight", {.shape = {cfg.num_embeddings, cfg.dim}, .mesh_axes = cfg.param_partition_spec}}};
 }
 
 Tensor BaseNormalizationLayer::forward(const Tensor&) const {
@@ -83,8 +95,8 @@ Tensor RMSNorm::forward(const Tensor& x) const {
 
 std::vector<std::pair<std::string, ParameterSpec>> RMSNorm::create_layer_parameter_specs() const {
   const Config& cfg = config();
-  return {{"scale",
-           {.shape = {cfg.input_dim}, .mesh_axes = last_axis_spec(cfg.param_partition_spec)}}};
+  return {
+      {"scale", {.shape = {cfg.input_dim}, .mesh_axes = last_axis_spec(cfg.param_partition_spec)}}};
 }
 
 Tensor LayerNorm::forward(const Tensor& x) const {
@@ -94,8 +106,7 @@ Tensor LayerNorm::forward(const Tensor& x) const {
   return layer_norm(x, parameter("scale"), parameter("bias"), cfg.eps);
 }
 
-std::vector<std::pair<std::string, ParameterSpec>> LayerNorm::create_layer_parameter_specs()
-    const {
+std::vector<std::pair<std::string, ParameterSpec>> LayerNorm::create_layer_parameter_specs() const {
   const Config& cfg = config();
   const auto axes = last_axis_spec(cfg.param_partition_spec);
   return {{"scale", {.shape = {cfg.input_dim}, .mesh_axes = axes}},
