@@ -1,6 +1,6 @@
 // Communicators: how the devices of one SPMD program exchange data. `ThreadWorld` runs N virtual
-// CPU devices as N threads of this process (like JAX's host device count); `MpiWorld`
-// (mpi_communicator.cc) runs one device per process under Open MPI. The collectives work on flat
+// CPU devices as N threads of this process (like JAX's host device count); `mpi_world()`
+// (mpi_communicator.h) runs one device per process under Open MPI. The collectives work on flat
 // buffers over a group of ranks; the collective primitives (collectives.h) lay tensors out for
 // them.
 #pragma once
