@@ -67,20 +67,21 @@ Tensor cross_entropy_loss(const Tensor& logits, const Tensor& labels,
                           const CrossEntropyOptions& opts) {
   check_inputs("cross_entropy", logits, labels);
   check_options("cross_entropy", opts);
-  if (logits.is_sharded() && !logits.sharding()->dims.back().empty()) {
-    // Logits split over the vocabulary (a vocabulary-parallel lm head): composed from ops whose
-    // row reductions (max, sum of exp, the picked logit) combine across devices, instead of
-    // gathering whole rows for the fused kernel. loss = lse - sum(target * logits), as the
-    // target sums to 1.
-    const Dtype c = compute_dtype(logits.dtype());
-    Tensor lf = astype(logits, c);
-    auto [target, live] = targets_of(labels, logits.shape().back(), c, opts);
-    Tensor lse = logsumexp(lf, {-1});
-    Tensor loss = lse - sum(target * lf, {-1});
-    if (opts.z_loss_scale > 0) loss = loss + opts.z_loss_scale * lse * lse;
-    return where(live, loss, zeros_like(loss));
-  }
   return Tensor::make(std::make_shared<CrossEntropy>(opts), {logits, labels});
+}
+
+Tensor cross_entropy_loss_composed(const Tensor& logits, const Tensor& labels,
+                                   const CrossEntropyOptions& opts) {
+  check_inputs("cross_entropy_composed", logits, labels);
+  check_options("cross_entropy_composed", opts);
+  const Dtype c = compute_dtype(logits.dtype());
+  Tensor lf = astype(logits, c);
+  auto [target, live] = targets_of(labels, logits.shape().back(), c, opts);
+  // The target sums to 1, so -sum(target * log_softmax) = lse - sum(target * logits).
+  Tensor lse = logsumexp(lf, {-1});
+  Tensor loss = lse - sum(target * lf, {-1});
+  if (opts.z_loss_scale > 0) loss = loss + opts.z_loss_scale * lse * lse;
+  return where(live, loss, zeros_like(loss));
 }
 
 Tensor cross_entropy_loss_reference(const Tensor& logits, const Tensor& labels,

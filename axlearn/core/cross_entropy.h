@@ -21,9 +21,7 @@ struct CrossEntropyOptions {
 // float dtype and integer labels (...). The result has labels' shape and logits' compute dtype
 // (f32 for 16-bit logits, f64 for f64); row statistics are accumulated in that type.
 // Labels < 0 mark ignored positions: their loss and gradient are exactly 0 (a mask, as for
-// padding). A label >= V is a data error: evaluation throws Error naming the position (logits
-// split over the vocabulary across devices are computed with ops instead of the fused kernel,
-// and there such a row just gets the loss logsumexp(logits)).
+// padding). A label >= V is a data error: evaluation throws Error naming the position.
 Tensor cross_entropy_loss(const Tensor& logits, const Tensor& labels,
                           const CrossEntropyOptions& opts = {});
 
@@ -64,6 +62,12 @@ class CrossEntropyGrad : public Primitive {
  private:
   CrossEntropyOptions opts_;
 };
+
+// The same loss from row reductions (logsumexp and the target-weighted sum of the logits), no
+// (..., V) log-probabilities: what runs when the vocabulary axis is split across devices, where
+// each reduction combines across them. A label >= V gives its row the loss logsumexp(logits).
+Tensor cross_entropy_loss_composed(const Tensor& logits, const Tensor& labels,
+                                   const CrossEntropyOptions& opts = {});
 
 // The same losses written with ops (log_softmax, one_hot, where): the unfused reference.
 Tensor cross_entropy_loss_reference(const Tensor& logits, const Tensor& labels,

@@ -655,12 +655,8 @@ Tensor logsumexp(const Tensor& x, std::vector<int> axes, bool keepdims) {
   return keepdims ? r : squeeze(r, a);
 }
 
-namespace {
-
-// argmax / argmin of x split across devices along `a`: the extreme value and then the first
-// index holding it (or holding a NaN, which counts as the extreme) are reductions that combine
-// across devices, where the ArgReduce kernel would need the whole axis on one device.
-Tensor split_arg_reduce(const Tensor& x, int a, bool is_max) {
+Tensor arg_reduce_composed(const Tensor& x, int axis, bool is_max) {
+  const int a = normalize_axis(axis, x.ndim(), is_max ? "argmax" : "argmin");
   const int64_t n = x.shape(a);
   Tensor idx = broadcast_in_dim(arange(n, int32), x.shape(), {a});
   Tensor none = full(x.shape(), double(n), int32);
@@ -673,20 +669,14 @@ Tensor split_arg_reduce(const Tensor& x, int a, bool is_max) {
   return squeeze(first, {a});
 }
 
-bool split_along(const Tensor& x, int a) {
-  return x.is_sharded() && !x.sharding()->dims[size_t(a)].empty();
-}
-
-}  // namespace
-
 Tensor argmax(const Tensor& x, int axis, bool keepdims) {
   int a = normalize_axis(axis, x.ndim(), "argmax");
-  Tensor r = split_along(x, a) ? split_arg_reduce(x, a, true) : apply<ArgReduce>({x}, true, a);
+  Tensor r = apply<ArgReduce>({x}, true, a);
   return keep_dims(r, x, {a}, keepdims);
 }
 Tensor argmin(const Tensor& x, int axis, bool keepdims) {
   int a = normalize_axis(axis, x.ndim(), "argmin");
-  Tensor r = split_along(x, a) ? split_arg_reduce(x, a, false) : apply<ArgReduce>({x}, false, a);
+  Tensor r = apply<ArgReduce>({x}, false, a);
   return keep_dims(r, x, {a}, keepdims);
 }
 

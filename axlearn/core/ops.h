@@ -155,6 +155,10 @@ Tensor all(const Tensor& x, std::vector<int> axes = {}, bool keepdims = false);
 Tensor logsumexp(const Tensor& x, std::vector<int> axes = {}, bool keepdims = false);
 Tensor argmax(const Tensor& x, int axis = -1, bool keepdims = false);
 Tensor argmin(const Tensor& x, int axis = -1, bool keepdims = false);
+// The same as argmax / argmin (first index of the extreme; NaN counts as the extreme) composed
+// from reductions (max or min, then the smallest index holding it) instead of one ArgReduce
+// pass: what runs when the axis is split across devices.
+Tensor arg_reduce_composed(const Tensor& x, int axis, bool is_max);
 Tensor cumsum(const Tensor& x, int axis = -1, bool reverse = false);
 Tensor sort(const Tensor& x, int axis = -1);
 Tensor argsort(const Tensor& x, int axis = -1);

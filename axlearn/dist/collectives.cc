@@ -324,6 +324,12 @@ bool Permute::equals(const Primitive& o) const {
 
 // ------------------------------------------------------------------ functions
 
+double max_over_devices(const Mesh& mesh, double value) {
+  std::vector<int> axes(size_t(mesh.ndim()));
+  for (int a = 0; a < mesh.ndim(); ++a) axes[size_t(a)] = a;
+  return all_reduce(scalar(value, float64), mesh, axes, ReduceKind::kMax).item<double>();
+}
+
 Tensor all_reduce(const Tensor& x, const Mesh& mesh, const std::vector<int>& axes, ReduceKind op) {
   check_local("all_reduce", x);
   check_axes("all_reduce", mesh, axes);

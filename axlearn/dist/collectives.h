@@ -21,6 +21,10 @@ namespace axlearn::dist {
 std::vector<int64_t> mesh_group(const Mesh& mesh, const std::vector<int>& axes, int64_t rank);
 int64_t group_size(const Mesh& mesh, const std::vector<int>& axes);
 
+// The largest of every device's `value` (a scalar all_reduce over all mesh axes): how devices
+// agree on a flag, e.g. that one of them failed or saw a signal.
+double max_over_devices(const Mesh& mesh, double value);
+
 // Sum (or max / min) over the group; every member gets the result.
 Tensor all_reduce(const Tensor& x, const Mesh& mesh, const std::vector<int>& axes,
                   ReduceKind op = ReduceKind::kSum);

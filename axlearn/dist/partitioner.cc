@@ -449,6 +449,27 @@ std::optional<FactorRule> rule_for(const Primitive& p, const std::vector<Tensor>
   return std::nullopt;
 }
 
+// ------------------------------------------------------------------ decompositions
+
+// Ops whose reduced axis is split across devices run as the same function composed from
+// reductions, each of which combines across the devices, instead of gathering the axis.
+std::optional<Tensor> decompose(const Primitive& p, const std::vector<Tensor>& in) {
+  auto split_along = [](const Tensor& x, int a) {
+    return x.is_sharded() && !x.sharding()->dims[size_t(a)].empty();
+  };
+  if (const auto* ce = dynamic_cast<const CrossEntropy*>(&p)) {
+    if (split_along(in[0], in[0].ndim() - 1)) {
+      return cross_entropy_loss_composed(in[0], in[1], ce->options());
+    }
+  }
+  if (const auto* ar = dynamic_cast<const ArgReduce*>(&p)) {
+    if (split_along(in[0], ar->axis())) {
+      return arg_reduce_composed(in[0], ar->axis(), std::string(p.name()) == "argmax");
+    }
+  }
+  return std::nullopt;
+}
+
 // ------------------------------------------------------------------ deciding a layout
 
 struct Decision {
@@ -587,6 +608,7 @@ Tensor apply(std::shared_ptr<const Primitive> prim, std::vector<Tensor> inputs) 
     const Shape shape = inputs[0].shape();
     return Tensor::make_sharded(local, shape, target, std::move(prim), std::move(inputs));
   }
+  if (std::optional<Tensor> d = decompose(*prim, inputs)) return *d;
   const OutputSpec os = prim->infer(inputs);
   Decision dec = decide(*prim, inputs, cur, os, mesh_copy);
   std::vector<Shape> local_shapes;

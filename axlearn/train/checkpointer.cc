@@ -221,19 +221,15 @@ bool writes_block(const Sharding& s) {
 // Every device learns whether all succeeded; the first error seen here is rethrown, others
 // report that another device failed.
 void agree(const Mesh& mesh, const std::string& error, const char* what) {
-  std::vector<int> axes;
-  for (int a = 0; a < mesh.ndim(); ++a) axes.push_back(a);
-  const double failed = dist::all_reduce(scalar(error.empty() ? 0.0 : 1.0), mesh, axes,
-                                         dist::ReduceKind::kMax)
-                            .item<double>();
+  const double failed = dist::max_over_devices(mesh, error.empty() ? 0.0 : 1.0);
   if (!error.empty()) fail(error);
   if (failed != 0) fail("checkpoint: ", what, " failed on another device");
 }
 
 // Every device writes the blocks it is first to hold into the step folder and lists them in
 // shards.<rank>.json; the first device then merges the lists into the index and commits it.
-void save_sharded(const std::string& dir, int64_t step, const NestedTensor& tree,
-                  const json& extra, const Mesh& mesh) {
+void save_sharded(const std::string& dir, int64_t step, const NestedTensor& tree, const json& extra,
+                  const Mesh& mesh) {
   const int64_t rank = current_device_rank();
   const bool leader = rank == 0;
   const fs::path step_dir = checkpoint_step_dir(dir, step);
@@ -367,14 +363,13 @@ struct IndexEntry {
   Shape shape;
   Dtype dtype = float32;
   size_t nbytes = 0;
-  Shape start;                    // blocks only
+  Shape start;                     // blocks only
   std::vector<IndexEntry> blocks;  // a tensor saved as blocks (then file is empty)
 };
 
 void check_file_name(const IndexEntry& e, const std::string& index_path) {
   // The file must stay inside the step folder.
-  if (e.file.empty() || e.file.find('/') != std::string::npos || e.file == "." ||
-      e.file == "..") {
+  if (e.file.empty() || e.file.find('/') != std::string::npos || e.file == "." || e.file == "..") {
     fail("checkpoint: tensor '", e.path, "' in ", index_path, " names a bad file '", e.file, "'");
   }
 }
@@ -527,8 +522,8 @@ Array read_region(const IndexEntry& e, const fs::path& step_dir, const Shape& st
     covered += copy_overlap(block, bstart, out, start);
   }
   if (covered != num_elements(shape)) {
-    fail("checkpoint: tensor '", e.path, "' in ", step_dir.string(), ": its blocks cover ",
-         covered, " of the ", num_elements(shape), " elements this device needs");
+    fail("checkpoint: tensor '", e.path, "' in ", step_dir.string(), ": its blocks cover ", covered,
+         " of the ", num_elements(shape), " elements this device needs");
   }
   return out;
 }

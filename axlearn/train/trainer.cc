@@ -13,8 +13,8 @@
 #include <fstream>
 #include <iostream>
 #include <mutex>
-#include <regex>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <sstream>
 #include <thread>
 
@@ -192,7 +192,8 @@ EvalMetrics SpmdEvaler::evaluate(int64_t step, const NestedTensor& params, const
     ce += n * scalar_of(out.at("cross_entropy").tensor());
     acc += n * scalar_of(out.at("accuracy").tensor());
   }
-  if (tokens <= 0) fail("evaler '", name_, "': the input has no target tokens (", batches, " batches)");
+  if (tokens <= 0)
+    fail("evaler '", name_, "': the input has no target tokens (", batches, " batches)");
   EvalMetrics m{{"loss", loss / tokens},
                 {"cross_entropy", ce / tokens},
                 {"accuracy", acc / tokens},
@@ -318,20 +319,19 @@ NestedTensor SpmdTrainer::place_global_batch(const NestedTensor& batch) const {
 
 NestedTensor SpmdTrainer::shard_state(const NestedTensor& state) const {
   if (!mesh_) return state;
-  auto params = state.at("model").flatten_with_paths();
+  // A parameter, or optimizer state of one ("optimizer/.../mu/<param path>") of its shape, is
+  // split as the parameter; everything else is replicated.
   auto sharding_of = [&](const std::string& path, const Tensor& t) {
-    auto it = param_shardings_.find(path);
-    if (it != param_shardings_.end()) return it->second;
-    // Optimizer state of a parameter ("optimizer/.../mu/<param path>") is split as the parameter.
-    for (const auto& [pp, s] : param_shardings_) {
-      if (path.size() > pp.size() && path.compare(path.size() - pp.size(), pp.size(), pp) == 0 &&
-          path[path.size() - pp.size() - 1] == '/') {
-        for (const auto& [ppath, pt] : params) {
-          if (ppath == pp && pt.shape() == t.shape()) return s;
-        }
+    for (size_t at = 0;;) {
+      const std::string suffix = path.substr(at);
+      auto it = param_shardings_.find(suffix);
+      if (it != param_shardings_.end() && param_specs_.at_path(suffix).shape == t.shape()) {
+        return it->second;
       }
+      const size_t slash = path.find('/', at);
+      if (slash == std::string::npos) return Sharding::replicated(*mesh_, t.ndim());
+      at = slash + 1;
     }
-    return Sharding::replicated(*mesh_, t.ndim());
   };
   NestedTensor out;
   for (const char* key : {"model", "learner", "prng_key"}) {
@@ -347,7 +347,6 @@ NestedTensor SpmdTrainer::shard_state(const NestedTensor& state) const {
   }
   return out;
 }
-
 
 SpmdTrainer::~SpmdTrainer() = default;
 
@@ -398,8 +397,8 @@ int64_t SpmdTrainer::init_or_restore(data::InputIterator* iterator) {
   try {
     extra = Json::parse(r.extra_json);
   } catch (const std::exception& e) {
-    fail(checkpoint_step_dir(config().dir.get(), *latest), "/index.json: extra state is not JSON: ",
-         e.what());
+    fail(checkpoint_step_dir(config().dir.get(), *latest),
+         "/index.json: extra state is not JSON: ", e.what());
   }
   if (!extra.is_object() || !extra.contains("step") || !extra["step"].is_number_integer() ||
       extra["step"].get<int64_t>() != *latest) {
@@ -425,12 +424,6 @@ void SpmdTrainer::save(int64_t step, data::InputIterator* iterator) {
   checkpointer_->save(step, state_, extra.dump());
 }
 
-std::vector<int> SpmdTrainer::all_mesh_axes() const {
-  std::vector<int> axes;
-  for (int a = 0; mesh_ && a < mesh_->ndim(); ++a) axes.push_back(a);
-  return axes;
-}
-
 std::map<std::string, EvalMetrics> SpmdTrainer::run_evalers(int64_t step, bool force) {
   std::map<std::string, EvalMetrics> results;
   for (auto& ev : evalers_) {
@@ -439,10 +432,11 @@ std::map<std::string, EvalMetrics> SpmdTrainer::run_evalers(int64_t step, bool f
     EvalMetrics m = ev->evaluate(step, state_.at("model"), eval_step_);
     const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
     if (is_leader()) {
-      std::printf("eval %-10s step %lld  loss %.4f  accuracy %.4f  perplexity %.2f  (%.0f "
-                  "tokens, %.1f s)\n",
-                  ev->name().c_str(), static_cast<long long>(step), m["loss"], m["accuracy"],
-                  m["perplexity"], m["num_tokens"], secs);
+      std::printf(
+          "eval %-10s step %lld  loss %.4f  accuracy %.4f  perplexity %.2f  (%.0f "
+          "tokens, %.1f s)\n",
+          ev->name().c_str(), static_cast<long long>(step), m["loss"], m["accuracy"],
+          m["perplexity"], m["num_tokens"], secs);
       std::fflush(stdout);
     }
     Json metrics = Json::object();
@@ -612,7 +606,7 @@ TrainResult SpmdTrainer::run() {
   if (step >= max_step) {
     if (leader)
       std::printf("step %lld reached max_step %lld: nothing to train\n",
-                static_cast<long long>(step), static_cast<long long>(max_step));
+                  static_cast<long long>(step), static_cast<long long>(max_step));
     return result;
   }
 
@@ -626,14 +620,16 @@ TrainResult SpmdTrainer::run() {
   // Measured by the first device only: the MFU is printed there.
   const double peak_gflops = leader ? measure_matmul_peak_gflops() : 1.0;
   if (leader) {
-    std::printf("training %s: %lld parameters, steps %lld..%lld, %.0f tokens/step, dir %s\n",
-                cfg.name.get().c_str(), [&] {
-                  long long n = 0;
-                  for (const auto& t : state_.at("model").leaves()) n += t.size();
-                  return n;
-                }(),
-                static_cast<long long>(step + 1), static_cast<long long>(max_step),
-                tokens_per_step, dir.c_str());
+    std::printf(
+        "training %s: %lld parameters, steps %lld..%lld, %.0f tokens/step, dir %s\n",
+        cfg.name.get().c_str(),
+        [&] {
+          long long n = 0;
+          for (const auto& t : state_.at("model").leaves()) n += t.size();
+          return n;
+        }(),
+        static_cast<long long>(step + 1), static_cast<long long>(max_step), tokens_per_step,
+        dir.c_str());
     if (mesh_) {
       const dist::Communicator* comm = dist::current_communicator();
       std::printf("mesh %s over %lld devices (%s); the batch is split %lld ways\n",
@@ -695,9 +691,9 @@ TrainResult SpmdTrainer::run() {
     if (leader && (step % log_every == 0 || step == max_step || steps_run == 1)) {
       auto find = [&](const std::string& suffix) -> std::optional<double> {
         for (const auto& [path, t] : summaries.at("learner").flatten_with_paths()) {
-          if (path == suffix || (path.size() > suffix.size() &&
-                                 path.compare(path.size() - suffix.size() - 1, std::string::npos,
-                                              "/" + suffix) == 0)) {
+          if (path == suffix ||
+              (path.size() > suffix.size() && path.compare(path.size() - suffix.size() - 1,
+                                                           std::string::npos, "/" + suffix) == 0)) {
             return scalar_of(t);
           }
         }
@@ -718,11 +714,12 @@ TrainResult SpmdTrainer::run() {
       } else if (lr_scale) {
         std::snprintf(lr_text, sizeof lr_text, "lr_scale %.3g", *lr_scale);
       }
-      std::printf("step %6lld/%lld  loss %.4f  %s  grad_norm %.3f  %.0f tokens/s  %.0f ms/step  "
-                  "MFU %.1f%%  ETA %s\n",
-                  static_cast<long long>(step), static_cast<long long>(max_step), loss,
-                  lr_text, grad_norm.value_or(std::nan("")), tokens_per_s, step_s * 1e3,
-                  100.0 * mfu, format_duration(eta).c_str());
+      std::printf(
+          "step %6lld/%lld  loss %.4f  %s  grad_norm %.3f  %.0f tokens/s  %.0f ms/step  "
+          "MFU %.1f%%  ETA %s\n",
+          static_cast<long long>(step), static_cast<long long>(max_step), loss, lr_text,
+          grad_norm.value_or(std::nan("")), tokens_per_s, step_s * 1e3, 100.0 * mfu,
+          format_duration(eta).c_str());
       std::fflush(stdout);
       Json rec{{"step", step},
                {"loss", json_number(loss)},
@@ -740,9 +737,7 @@ TrainResult SpmdTrainer::run() {
     int stop_signal = g_stop_signal.load();
     if (mesh_) {
       // Every device stops at the same step: the first to see a signal decides for all.
-      stop_signal = int(dist::all_reduce(scalar(double(stop_signal)), *mesh_, all_mesh_axes(),
-                                         dist::ReduceKind::kMax)
-                            .item<double>());
+      stop_signal = int(dist::max_over_devices(*mesh_, double(stop_signal)));
     }
     if (checkpointer_->should_save(step) || step == max_step || stop_signal != 0) {
       save(step, iterator.get());
@@ -751,8 +746,8 @@ TrainResult SpmdTrainer::run() {
     if (stop_signal != 0) {
       if (leader)
         std::printf("received %s at step %lld: saved %s; exiting\n",
-                  stop_signal == SIGINT ? "SIGINT" : "SIGTERM", static_cast<long long>(step),
-                  checkpoint_step_dir(dir, step).c_str());
+                    stop_signal == SIGINT ? "SIGINT" : "SIGTERM", static_cast<long long>(step),
+                    checkpoint_step_dir(dir, step).c_str());
       std::fflush(stdout);
       result.interrupted = true;
       return result;
@@ -764,8 +759,8 @@ TrainResult SpmdTrainer::run() {
   (void)last_saved;
   if (leader)
     std::printf("trained to step %lld in %.1f s of step time (%.0f tokens/s)\n",
-              static_cast<long long>(step), total_step_seconds,
-              tokens_per_step * static_cast<double>(steps_run) / total_step_seconds);
+                static_cast<long long>(step), total_step_seconds,
+                tokens_per_step * static_cast<double>(steps_run) / total_step_seconds);
   return result;
 }
 
@@ -798,8 +793,7 @@ void write_trainer_config(const SpmdTrainer::Config& cfg, const std::string& dir
   if (ec) fail("cannot write ", path, ": ", ec.message());
 }
 
-std::optional<std::string> apply_mesh_rules(SpmdTrainer::Config& cfg,
-                                            const std::string& selector) {
+std::optional<std::string> apply_mesh_rules(SpmdTrainer::Config& cfg, const std::string& selector) {
   const OrderedDict<std::vector<std::string>> rules = cfg.mesh_rules.get();
   for (const auto& [pattern, overrides] : rules) {
     std::regex re;

@@ -158,7 +158,6 @@ class SpmdTrainer : public Module {
  private:
   bool is_leader() const;
   int64_t batch_shards() const;
-  std::vector<int> all_mesh_axes() const;
   // The input config for this device: its share of each global batch.
   ConfigPtr<data::Input::Config> device_input_config(const data::Input::Config& cfg) const;
   // This device's rows of the batch as the global batch, split over the batch axes.
